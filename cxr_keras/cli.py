@@ -1,0 +1,103 @@
+"""The `cxr` command: `cxr synth` writes sample data, `cxr data-report` describes a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cxr_keras.data.verify import DEFAULT_MAX_PIXELS
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say where a dataset is and how to read it (shared by every command that reads data)."""
+    from cxr_keras.data.sources import LAYOUTS
+
+    group = parser.add_argument_group("data")
+    group.add_argument("data_dir", help="dataset root folder (or the images folder of a CSV dataset)")
+    group.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
+                       help="dataset layout (default: recognise it and say which)")
+    group.add_argument("--csv", help="label CSV: NIH Data_Entry_2017*.csv or a generic path/labels CSV")
+    group.add_argument("--images-dir", help="where a CSV's images are, searched recursively (default: DATA_DIR)")
+    group.add_argument("--classes", nargs="+", help="the class list, in order; any other label is an error")
+    group.add_argument("--task", choices=["binary", "multiclass", "multilabel"], help="override the inferred task")
+    group.add_argument("--patient-pattern", help="regex whose first group is the patient id in a file name")
+    group.add_argument("--path-column", help="CSV column holding image paths")
+    group.add_argument("--labels-column", help="CSV column holding delimited labels")
+    group.add_argument("--delimiter", default="|", help="separator inside the labels column (default '|')")
+    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                       help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
+
+
+def load_from_args(args: argparse.Namespace):
+    """`load_dataset` with the options of `add_data_arguments`."""
+    from cxr_keras.data.sources import load_dataset
+
+    return load_dataset(
+        args.data_dir, args.layout, args.csv, args.images_dir, classes=args.classes, task=args.task,
+        patient_pattern=args.patient_pattern, path_column=args.path_column, labels_column=args.labels_column,
+        delimiter=args.delimiter, max_pixels=args.max_pixels,
+    )
+
+
+def cmd_data_report(args: argparse.Namespace) -> int:
+    from cxr_keras.data.report import format_report, write_report
+    from cxr_keras.data.splits import save_splits, split_table
+
+    table = load_from_args(args)
+    if args.split:
+        table = split_table(table, tuple(args.split_ratios), seed=args.seed, keep_existing=not args.resplit)
+    print(format_report(table))
+    paths = write_report(table, args.out)
+    if args.split:
+        paths["splits.csv"] = os.path.join(args.out, "splits.csv")
+        save_splits(table, paths["splits.csv"])
+    print("\nWrote " + ", ".join(paths.values()))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from cxr_keras.data.synthetic import write_dataset
+
+    if os.path.exists(args.out) and os.listdir(args.out):
+        print(f"error: {args.out} exists and is not empty; choose a new folder", file=sys.stderr)
+        return 2
+    write_dataset(args.out, args.task, n_patients=args.patients, size=args.size, seed=args.seed)
+    print(f"Wrote a synthetic {args.task} dataset ({args.patients} patients, {args.size} px) to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxr", description="Chest X-ray classifiers on Keras 3.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    report = commands.add_parser("data-report", help="counts per class, split and patient; dropped files; chart")
+    add_data_arguments(report)
+    report.add_argument("--out", default="data-report", help="folder for report.txt, the chart and dropped.csv")
+    report.add_argument("--split", action="store_true", help="also make the seeded, patient-grouped split")
+    report.add_argument("--split-ratios", nargs=3, type=float, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"))
+    report.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
+    report.set_defaults(func=cmd_data_report)
+
+    synth = commands.add_parser("synth", help="write a synthetic chest X-ray dataset with lesion masks")
+    synth.add_argument("out", help="new folder to write into")
+    synth.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default="binary")
+    synth.add_argument("--patients", type=int, default=120, help="patients (1-3 images each; default 120)")
+    synth.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # DataError, SplitError, BalanceError: messages written for the user
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

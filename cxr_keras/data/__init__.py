@@ -1,0 +1,1 @@
+"""The data layer: find images (sources), split them (splits), feed them to Keras (pipeline)."""

@@ -1,0 +1,75 @@
+"""Class balance: Keras class weights, per-label positive weights with their loss, and prior-based output bias."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
+
+
+class BalanceError(ValueError):
+    """A split lacks a class or label, so it cannot be weighted or evaluated."""
+
+
+def _require_every_class(counts: np.ndarray, classes: list[str], what: str) -> None:
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise BalanceError(f"{what} has no examples of {empty}: re-split (another seed or ratios) or drop the class")
+
+
+def class_weights(targets: np.ndarray, classes: list[str]) -> dict[int, float]:
+    """Inverse-frequency weights n / (k * n_c), as Keras' `fit(class_weight=...)` takes them.
+
+    `targets` is (N, 1) 0/1 for binary data (keys 0 and 1) or one-hot (N, K) for multi-class data.
+    """
+    index = targets[:, 0].astype(int) if targets.shape[1] == 1 else targets.argmax(axis=1)
+    present = np.arange(max(2, targets.shape[1]))
+    _require_every_class(np.bincount(index, minlength=len(present)), classes, "the training split")
+    weights = compute_class_weight("balanced", classes=present, y=index)
+    return {int(k): float(w) for k, w in zip(present, weights)}
+
+
+def positive_weights(targets: np.ndarray, classes: list[str], max_weight: float | None = None) -> np.ndarray:
+    """Per-label n_negative / n_positive for multi-label targets (N, K), optionally capped at `max_weight`."""
+    positives = targets.sum(axis=0)
+    _require_every_class(positives, classes, "the training split (as positives)")
+    weights = (len(targets) - positives) / positives
+    return np.minimum(weights, max_weight) if max_weight else weights
+
+
+def initial_bias(targets: np.ndarray, task: str) -> np.ndarray:
+    """Output-layer bias that makes the untrained model predict the class priors.
+
+    Sigmoid outputs (binary, multi-label): log(p / (1 - p)) per output; softmax: log(p) per class.
+    """
+    prior = np.clip(targets.mean(axis=0), 1e-6, 1 - 1e-6)
+    return np.log(prior) if task == "multiclass" else np.log(prior / (1 - prior))
+
+
+@keras.saving.register_keras_serializable(package="cxr_keras")
+class WeightedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy with a weight on each label's positive term.
+
+    Keras' `class_weight` cannot express per-label weights for multi-label targets, hence this loss:
+    loss = -mean_k(w_k * y_k * log(p_k) + (1 - y_k) * log(1 - p_k)).
+    """
+
+    def __init__(self, pos_weight, from_logits: bool = False, name: str = "weighted_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.pos_weight = [float(w) for w in np.ravel(pos_weight)]
+        self.from_logits = from_logits
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        y_true = ops.cast(y_true, y_pred.dtype)
+        weight = ops.convert_to_tensor(self.pos_weight, dtype=y_pred.dtype)
+        if self.from_logits:
+            log_p, log_not_p = -ops.softplus(-y_pred), -ops.softplus(y_pred)
+        else:
+            eps = keras.config.epsilon()
+            p = ops.clip(y_pred, eps, 1 - eps)
+            log_p, log_not_p = ops.log(p), ops.log(1 - p)
+        return -ops.mean(weight * y_true * log_p + (1 - y_true) * log_not_p, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pos_weight": self.pos_weight, "from_logits": self.from_logits}

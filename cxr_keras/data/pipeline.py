@@ -1,0 +1,106 @@
+"""The tf.data pipeline: decode once into a uint8 cache, shuffle per epoch with a seed, batch, augment, prefetch.
+
+Models receive raw (B, H, W, 1) float32 pixels in 0..255; normalisation lives inside the model.
+
+Two caches: `cache="memory"` decodes every image once into one (N, H, W, 1) uint8 tensor and batches are
+gathered from it by shuffled index, so memory is N x H x W bytes (a tf.data shuffle buffer of images would
+hold a second copy); `cache="/some/file"` uses tf.data's file cache for data larger than RAM, with a bounded
+shuffle buffer. `cache=None` decodes every epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from cxr_keras.data.augment import augmenter
+from cxr_keras.data.decode import load_image
+from cxr_keras.data.table import ImageTable
+
+AUTOTUNE = tf.data.AUTOTUNE
+FILE_CACHE_SHUFFLE_BUFFER = 2048
+
+
+def decode_all(paths: list[str], image_size: tuple[int, int], resize: str = "stretch",
+               verbose: bool = False) -> np.ndarray:
+    """Decode and resize every file, in parallel, into one (N, H, W, 1) uint8 array."""
+    import keras
+
+    images = np.empty((len(paths), *image_size, 1), dtype=np.uint8)
+    progress = keras.utils.Progbar(len(paths), unit_name="image") if verbose else None
+    decoded = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+        .map(lambda p: load_image(p, image_size, resize), num_parallel_calls=AUTOTUNE, deterministic=True)
+        .batch(256)
+        .prefetch(AUTOTUNE)
+    )
+    start = 0
+    for batch in decoded:
+        images[start : start + len(batch)] = batch.numpy()
+        start += len(batch)
+        if progress:
+            progress.update(start)
+    return images
+
+
+def make_dataset(
+    paths: list[str],
+    targets: np.ndarray,
+    image_size: tuple[int, int],
+    batch_size: int = 32,
+    *,
+    training: bool = False,
+    augment: str = "none",
+    seed: int = 0,
+    cache: str | None = "memory",
+    resize: str = "stretch",
+    verbose: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (images (B, H, W, 1) float32 0..255, targets float32).
+
+    With `training`, rows are reshuffled every epoch and augmented with `augment`, both from `seed`: the same
+    seed gives the same order and the same augmentations. Without it, order is kept and nothing is augmented.
+    """
+    if len(paths) == 0:
+        raise ValueError("cannot build a dataset from zero images")
+    targets = tf.constant(np.asarray(targets, dtype=np.float32))
+    if cache == "memory":
+        images = tf.constant(decode_all(paths, image_size, resize, verbose))
+        ds = tf.data.Dataset.range(len(paths))
+        if training:
+            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda i: (tf.cast(tf.gather(images, i), tf.float32), tf.gather(targets, i)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string), targets)).map(
+            lambda p, y: (load_image(p, image_size, resize), y), num_parallel_calls=AUTOTUNE, deterministic=True
+        )
+        if cache:
+            ds = ds.cache(cache)
+        if training:
+            ds = ds.shuffle(min(len(paths), FILE_CACHE_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+    if training and augment != "none":
+        ds = _augment(ds, augment, seed)
+    return ds.prefetch(AUTOTUNE)
+
+
+def _augment(ds: tf.data.Dataset, preset: str, seed: int) -> tf.data.Dataset:
+    """Apply a preset on batches with one stateless seed per batch (a new stream every epoch)."""
+    fused, cutout = augmenter(preset, seed)
+    if fused is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, s: (fused(batch[0], seed=s), batch[1]), num_parallel_calls=AUTOTUNE, deterministic=True
+        )
+    if cutout is not None:  # keras-cv draws from its own seed state: one batch at a time keeps it ordered
+        ds = ds.map(lambda x, y: (cutout(x, training=True), y))
+    return ds
+
+
+def dataset_for_split(table: ImageTable, split: str, image_size: tuple[int, int], batch_size: int = 32,
+                      **kwargs) -> tf.data.Dataset:
+    """`make_dataset` over one split of a table, with the task's targets."""
+    part = table.split(split)
+    if len(part) == 0:
+        raise ValueError(f"split {split!r} is empty; choose split ratios that give it images")
+    return make_dataset(part.paths, part.targets(), image_size, batch_size, **kwargs)

@@ -1,0 +1,128 @@
+"""Seeded, stratified, patient-grouped train/val/test splits, saved as splits.csv so a run can be repeated."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from fractions import Fraction
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from cxr_keras.data.table import ImageTable
+from cxr_keras.io_utils import atomic_writer
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """A split cannot be made or would leak patients; the message says what to change."""
+
+
+def split_table(
+    table: ImageTable,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 42,
+    keep_existing: bool = True,
+) -> ImageTable:
+    """Assign every row to train/val/test, grouped by patient and stratified by label.
+
+    The data's own split is kept when `keep_existing` and every row has one; rows with no split (or a table
+    whose split lacks val or test) are split from the rest by `ratios` = (train, val, test). A patient never
+    lands in two splits: this is checked, and a data-provided split that breaks it is refused.
+    """
+    _check_ratios(ratios)
+    existing = [s for s in table.splits if s is not None]
+    if keep_existing and existing and len(existing) == len(table):
+        # e.g. only a train folder: carve the missing splits out of train, in proportion
+        carve = [r if name == "train" or name not in existing else 0.0 for name, r in zip(SPLITS, ratios)]
+        if sum(carve) > ratios[0]:
+            table = _carve(table, tuple(r / sum(carve) for r in carve), seed)
+    else:
+        assignment = _assign(table, ratios, seed)
+        table = dataclasses.replace(table, splits=[SPLITS[k] for k in assignment])
+    assert_no_patient_leak(table)
+    return table
+
+
+def _check_ratios(ratios: tuple[float, float, float]) -> None:
+    if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0 or abs(sum(ratios) - 1.0) > 1e-6:
+        raise SplitError(f"split ratios must be three non-negative numbers (train > 0) summing to 1, got {ratios}")
+
+
+def stratify_key(table: ImageTable) -> np.ndarray:
+    """One class per row for stratification: the label itself, or for multi-label rows the rarest positive
+    label (all-negative rows get their own key)."""
+    if table.task != "multilabel":
+        return table.labels.argmax(axis=1)
+    frequency = table.labels.sum(axis=0)
+    rarity = np.where(table.labels > 0, frequency[None, :], np.inf)
+    return np.where(np.isinf(rarity.min(axis=1)), len(table.classes), rarity.argmin(axis=1))
+
+
+def _assign(table: ImageTable, ratios: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) per row, via sklearn's StratifiedGroupKFold.
+
+    The ratios become whole folds: (0.8, 0.1, 0.1) is 10 folds, 1 for test and 1 for val.
+    """
+    fractions = [Fraction(r).limit_denominator(100) for r in ratios]
+    n_folds = int(np.lcm.reduce([f.denominator for f in fractions]))
+    folds_per_split = [int(f * n_folds) for f in fractions]
+    groups = np.asarray(table.group_ids())
+    if n_folds > len(set(groups)):
+        raise SplitError(f"{len(set(groups))} patients are too few for split ratios {ratios}")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold = np.empty(len(table), dtype=int)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(table)), stratify_key(table), groups)):
+        fold[held] = k
+    boundaries = np.cumsum(folds_per_split)  # folds [0, b0) train, [b0, b1) val, [b1, n) test
+    return np.searchsorted(boundaries, fold, side="right")
+
+
+def _carve(table: ImageTable, ratios: tuple[float, float, float], seed: int) -> ImageTable:
+    """Re-split the train rows by `ratios`, patient-grouped and stratified; other rows keep their split."""
+    train_rows = np.flatnonzero(np.array(table.splits) == "train")
+    assignment = _assign(table.subset(np.isin(np.arange(len(table)), train_rows)), ratios, seed)
+    splits = list(table.splits)
+    for row, k in zip(train_rows, assignment):
+        splits[row] = SPLITS[k]
+    return dataclasses.replace(table, splits=splits)
+
+
+def assert_no_patient_leak(table: ImageTable) -> None:
+    """Raise SplitError when any patient has images in more than one split."""
+    seen: dict[str, str] = {}
+    leaks = set()
+    for patient, split in zip(table.patients, table.splits):
+        if patient is None:
+            continue
+        if seen.setdefault(patient, split) != split:
+            leaks.add(patient)
+    if leaks:
+        example = sorted(leaks)[:5]
+        raise SplitError(
+            f"{len(leaks)} patients have images in more than one split (e.g. {example}); the data's own split "
+            "leaks patients: re-split with keep_existing=False (--resplit)"
+        )
+
+
+def save_splits(table: ImageTable, path: str) -> None:
+    """Write path, split, patient and labels per row to a CSV (atomically)."""
+    with atomic_writer(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "split", "patient", *table.classes])
+        for row in range(len(table)):
+            labels = [int(v) for v in table.labels[row]]
+            writer.writerow([table.paths[row], table.splits[row], table.patients[row] or "", *labels])
+
+
+def apply_saved_splits(table: ImageTable, path: str) -> ImageTable:
+    """Restore the split of a previous run from its splits.csv; every image of the table must be listed."""
+    with open(path, newline="") as f:
+        saved = {row["path"]: row["split"] for row in csv.DictReader(f)}
+    missing = [p for p in table.paths if p not in saved]
+    if missing:
+        raise SplitError(f"{len(missing)} images are not in {path} (e.g. {missing[0]}); the data has changed")
+    table = dataclasses.replace(table, splits=[saved[p] for p in table.paths])
+    assert_no_patient_leak(table)
+    return table

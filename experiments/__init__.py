@@ -1,0 +1,1 @@
+"""Experiments: one small module each, runnable with `python -m experiments.<name>`."""
