@@ -27,10 +27,15 @@ def _to_gray(image: tf.Tensor) -> tf.Tensor:
     return tf.cond(channels >= 3, from_rgb, lambda: image[..., :1])
 
 
+def _bytes_at(contents: tf.Tensor, position: int, length: int) -> tf.Tensor:
+    """contents[position:position + length], zero-padded: substr alone fails on files shorter than that."""
+    padded = tf.strings.join([tf.strings.substr(contents, 0, position + length), b"\0" * (position + length)])
+    return tf.strings.substr(padded, position, length)
+
+
 def _is_png16(contents: tf.Tensor) -> tf.Tensor:
-    is_png = tf.equal(tf.strings.substr(contents, 0, 8), PNG_SIGNATURE)
-    depth = tf.strings.substr(contents, PNG_BIT_DEPTH_OFFSET, 1)
-    return tf.logical_and(is_png, tf.equal(depth, b"\x10"))
+    is_png = tf.equal(_bytes_at(contents, 0, 8), PNG_SIGNATURE)
+    return tf.logical_and(is_png, tf.equal(_bytes_at(contents, PNG_BIT_DEPTH_OFFSET, 1), b"\x10"))
 
 
 def _decode_png16(contents: tf.Tensor) -> tf.Tensor:
@@ -52,7 +57,7 @@ def _decode_dicom(contents: tf.Tensor) -> tf.Tensor:
 
 def decode_gray(contents: tf.Tensor) -> tf.Tensor:
     """Decode PNG (8/16-bit), JPEG, BMP, GIF or DICOM bytes to a (H, W, 1) float32 image in 0..255."""
-    is_dicom = tf.equal(tf.strings.substr(contents, DICOM_MAGIC_OFFSET, 4), DICOM_MAGIC)
+    is_dicom = tf.equal(_bytes_at(contents, DICOM_MAGIC_OFFSET, 4), DICOM_MAGIC)
     return tf.case(
         [(is_dicom, lambda: _decode_dicom(contents)), (_is_png16(contents), lambda: _decode_png16(contents))],
         default=lambda: _decode_standard(contents),

@@ -190,10 +190,11 @@ def _read_folders(root: str, layout: str, patterns: list[str]) -> _Records:
         if not class_dirs:
             raise DataError(f"{folder} has no class folders; expected {LAYOUTS[layout]}")
         for name in class_dirs:
-            files = _image_files(os.path.join(folder, name, image_subdir))
+            class_dir = os.path.join(folder, name, image_subdir).rstrip(os.sep)
+            files = _image_files(class_dir)
             if not files:
                 raise DataError(
-                    f"class folder {os.path.join(folder, name, image_subdir)} has no images "
+                    f"class folder {class_dir} has no images "
                     f"({', '.join(IMAGE_EXTENSIONS)}): add images or remove the folder"
                 )
             for path in files:
@@ -358,4 +359,7 @@ def _to_table(
     ).subset(keep)
     if len(table) == 0:
         raise DataError(f"every image under {root} was dropped as unreadable; see the dropped list")
+    empty = [c for c, n in table.class_counts().items() if n == 0]
+    if empty:
+        table.notes.append(f"classes {empty} have no usable images: training cannot learn them")
     return table

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf
@@ -53,8 +54,10 @@ def _inspect(path: str) -> tuple[str | None, int, int, bool]:
         with Image.open(path) as image:
             width, height = image.size
             fmt = image.format
-    except Image.DecompressionBombError as exc:
-        return f"image too large to open safely ({exc}); downsample the file", 0, 0, False
+    except Image.DecompressionBombError as exc:  # Pillow refuses before telling the size; its message has it
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        return f"image has {size}, more than can be decoded safely: downsample the file", 0, 0, False
     except UnidentifiedImageError:
         return "not an image file (content is not PNG, JPEG, BMP, GIF or DICOM)", 0, 0, False
     except Exception as exc:  # Pillow raises assorted errors on broken headers
@@ -67,8 +70,10 @@ def _inspect(path: str) -> tuple[str | None, int, int, bool]:
 def _decode_problem(path: str) -> str | None:
     try:
         _decoded_shape(tf.io.read_file(path))
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.DataLossError) as exc:
+    except tf.errors.OpError as exc:
         return f"truncated or corrupt image: {exc.message.splitlines()[0][:200]}"
+    except Exception as exc:  # e.g. an error message TF cannot even decode: the file is unusable all the same
+        return f"truncated or corrupt image ({type(exc).__name__})"
     return None
 
 
