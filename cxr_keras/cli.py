@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(report)
     report.add_argument("--out", default="data-report", help="folder for report.txt, the chart and dropped.csv")
     report.add_argument("--split", action="store_true", help="also make the seeded, patient-grouped split")
-    report.add_argument("--split-ratios", nargs=3, type=float, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"))
+    report.add_argument("--split-ratios", nargs=3, type=float, default=[0.8, 0.1, 0.1],
+                        metavar=("TRAIN", "VAL", "TEST"), help="split shares (default 0.8 0.1 0.1)")
     report.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
     report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
     report.set_defaults(func=cmd_data_report)

@@ -74,7 +74,8 @@ def test_csv_row_naming_a_missing_file_is_reported_by_name(tmp_path):
     (tmp_path / "labels.csv").write_text("path,label\na.png,x\nb.png,y\nghost.png,y\n")
     table = load_dataset(str(tmp_path))
     assert len(table) == 2
-    assert [(d.path, d.reason) for d in table.dropped] == [("ghost.png (CSV line 4)", "listed in labels.csv but not found")]
+    dropped = [(d.path, d.reason) for d in table.dropped]
+    assert dropped == [("ghost.png (CSV line 4)", "listed in labels.csv but not found")]
 
 
 def test_label_outside_the_class_list_is_an_error_naming_the_file(tmp_path):

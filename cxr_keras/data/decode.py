@@ -51,7 +51,7 @@ def _decode_standard(contents: tf.Tensor) -> tf.Tensor:
 
 
 def _decode_dicom(contents: tf.Tensor) -> tf.Tensor:
-    image = tf.numpy_function(lambda b: dicom_to_uint8(bytes(b)), [contents], tf.uint8, stateful=False)
+    image = tf.numpy_function(lambda b: dicom_to_uint8(b.item()), [contents], tf.uint8, stateful=False)
     return tf.cast(tf.expand_dims(tf.ensure_shape(image, [None, None]), -1), tf.float32)
 
 

@@ -70,7 +70,10 @@ def _assign(table: ImageTable, ratios: tuple[float, float, float], seed: int) ->
     folds_per_split = [int(f * n_folds) for f in fractions]
     groups = np.asarray(table.group_ids())
     if n_folds > len(set(groups)):
-        raise SplitError(f"{len(set(groups))} patients are too few for split ratios {ratios}")
+        raise SplitError(
+            f"split ratios {ratios} need at least {n_folds} patients (they are made of {n_folds} equal folds), "
+            f"but the data has {len(set(groups))}: add data or use simpler ratios such as (0.8, 0.1, 0.1)"
+        )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold = np.empty(len(table), dtype=int)
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(table)), stratify_key(table), groups)):
