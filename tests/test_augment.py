@@ -57,3 +57,14 @@ def test_presets():
     assert not any(p.get("flip") for p in PRESETS.values())
     with pytest.raises(ValueError, match="preset must be one of"):
         augmenter("extreme")
+
+
+def test_gamma_is_a_per_image_power_law_fixing_black_and_white():
+    x = np.tile(np.arange(256, dtype=np.float32), (4, 1)).reshape(4, 16, 16, 1)
+    out = ChestXrayAugment(gamma=0.3)(tf.constant(x), seed=tf.constant([2, 3])).numpy()
+    for image in out:
+        values = image.ravel()
+        assert values[0] == 0 and values[-1] == pytest.approx(255)
+        g = np.log(values[128] / 255) / np.log(128 / 255)
+        np.testing.assert_allclose(values, 255 * (np.arange(256) / 255) ** g, atol=1e-2)
+        assert np.exp(-0.3) - 1e-6 <= g <= np.exp(0.3) + 1e-6

@@ -49,6 +49,7 @@ class ChestXrayAugment(keras.layers.Layer):
             return images
         seed = self.seed_generator.next() if seed is None else seed
         geometry_seed, intensity_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        images = self._gamma(images, intensity_seed)  # on whole pixel values, before the warp interpolates
         images = self._warp(images, geometry_seed)
         return tf.clip_by_value(self._intensity(images, intensity_seed), 0.0, 255.0)
 
@@ -84,13 +85,22 @@ class ChestXrayAugment(keras.layers.Layer):
             fill_value=float(p["fill_value"]), interpolation="BILINEAR", fill_mode="CONSTANT",
         )
 
+    def _gamma(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """255 (x / 255) ** g per image, through a 256-entry table per image: a gather is several times
+        cheaper than `pow` on every pixel."""
+        if not self.params["gamma"]:
+            return images
+        batch = tf.shape(images)[0]
+        gamma = tf.exp(self._uniform(seed, batch, self.params["gamma"], 10))
+        table = 255.0 * tf.pow(tf.linspace(0.0, 1.0, 256)[None, :], gamma[:, None])  # (B, 256)
+        levels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.int32)
+        offsets = tf.reshape(tf.range(batch) * 256, [-1, 1, 1, 1])
+        return tf.gather(tf.reshape(table, [-1]), levels + offsets)
+
     def _intensity(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         p = self.params
         batch = tf.shape(images)[0]
         per_image = [batch, 1, 1, 1]
-        if p["gamma"]:
-            gamma = tf.exp(tf.reshape(self._uniform(seed, batch, p["gamma"], 10), per_image))
-            images = 255.0 * tf.pow(images / 255.0, gamma)
         if p["contrast"]:
             factor = 1.0 + tf.reshape(self._uniform(seed, batch, p["contrast"], 11), per_image)
             mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
