@@ -1,4 +1,5 @@
-"""The `cxr` command: `cxr synth` writes sample data, `cxr data-report` describes a dataset."""
+"""The `cxr` command: `cxr train` trains a model, `cxr data-report` describes a dataset, `cxr synth` writes
+sample data."""
 
 from __future__ import annotations
 
@@ -67,6 +68,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from cxr_keras.config import ExperimentConfig
+    from cxr_keras.train_cli import run_from_args
+
+    if not (args.data_dir or args.config or args.resume):
+        print("error: say where the images are (--data-dir DIR), or give --config FILE or --resume RUN_DIR",
+              file=sys.stderr)
+        return 2
+    run_from_args(args, ExperimentConfig(name="train"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxr", description="Chest X-ray classifiers on Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
     report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
     report.set_defaults(func=cmd_data_report)
+
+    from cxr_keras.train_cli import add_train_arguments
+
+    train = commands.add_parser("train", help="train a classifier: stages, callbacks, a run folder (see --help)",
+                                description="Train per the default config (EfficientNetB0, ImageNet weights when "
+                                "obtainable, head then top 30%% fine-tuned) with any option overridden.")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
 
     synth = commands.add_parser("synth", help="write a synthetic chest X-ray dataset with lesion masks")
     synth.add_argument("out", help="new folder to write into")
@@ -95,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # DataError, SplitError, BalanceError: messages written for the user
+    except ValueError as exc:  # DataError, SplitError, WeightsError, RunError...: messages written for the user
+        if os.environ.get("CXR_KERAS_DEBUG"):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -81,3 +81,22 @@ def jpeg_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
+
+
+def write_blob_dataset(root: str, n_per_class: int = 40, size: int = 48, seed: int = 0) -> str:
+    """An easy binary set: noisy gray images, 'PNEUMONIA' ones with a bright blob at a random place.
+
+    For tests about training mechanics, where the synthetic phantoms' subtle opacities would need far more
+    steps to learn. File names carry patient ids (`patientNNN_0.png`), one image per patient.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for label, cls in enumerate(("NORMAL", "PNEUMONIA")):
+        for i in range(n_per_class):
+            image = rng.normal(90, 25, (size, size))
+            if label:
+                cy, cx = rng.uniform(0.25 * size, 0.75 * size, 2)
+                image += 110 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 8) ** 2))
+            pixels = np.clip(image, 0, 255).astype(np.uint8)
+            write_image(os.path.join(root, cls, f"patient{label}{i:03d}_0.png"), pixels)
+    return root

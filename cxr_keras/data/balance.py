@@ -37,13 +37,15 @@ def positive_weights(targets: np.ndarray, classes: list[str], max_weight: float 
     return np.minimum(weights, max_weight) if max_weight else weights
 
 
-def initial_bias(targets: np.ndarray, task: str) -> np.ndarray:
-    """Output-layer bias that makes the untrained model predict the class priors.
+def initial_bias(targets: np.ndarray, task: str, weight: np.ndarray | None = None) -> np.ndarray:
+    """Output-layer bias that makes the untrained model predict the class priors the loss sees.
 
-    Sigmoid outputs (binary, multi-label): log(p / (1 - p)) per output; softmax: log(p) per class.
+    Sigmoid outputs (binary, multi-label): log(w p / (1 - p)) per output, where `w` weighs positives against
+    negatives (1 without weighting: the plain prior); softmax: log(w_c p_c) per class.
     """
     prior = np.clip(targets.mean(axis=0), 1e-6, 1 - 1e-6)
-    return np.log(prior) if task == "multiclass" else np.log(prior / (1 - prior))
+    weight = np.ones_like(prior) if weight is None else np.asarray(weight, dtype=float)
+    return np.log(weight * prior) if task == "multiclass" else np.log(weight * prior / (1 - prior))
 
 
 @keras.saving.register_keras_serializable(package="cxr_keras")

@@ -1,0 +1,146 @@
+"""Every option of a run as dataclasses, saved as one resolved `config.json` per run and loaded back from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+from cxr_keras.data.verify import DEFAULT_MAX_PIXELS
+from cxr_keras.io_utils import atomic_writer
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names it."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images are, how to read and split them, and how the pipeline feeds them."""
+
+    data_dir: str = ""
+    layout: str = "auto"
+    csv: str | None = None
+    images_dir: str | None = None
+    classes: list[str] | None = None
+    task: str | None = None
+    patient_pattern: str | None = None
+    path_column: str | None = None
+    labels_column: str | None = None
+    delimiter: str = "|"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 42
+    resplit: bool = False
+    image_size: int = 224
+    resize: str = "stretch"
+    batch_size: int = 32
+    augment: str = "standard"
+    cache: str | None = "memory"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The backbone, its starting weights and the head (see `cxr_keras.models.factory.build_model`)."""
+
+    backbone: str = "efficientnetb0"
+    weights: str = "auto"
+    dropout: float = 0.2
+    bottleneck: int = 0
+    head_batchnorm: bool = False
+    bn_momentum: float | None = None
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """One fine-tuning stage: what trains, for how long, at which learning rate.
+
+    `trainable`: "head" (backbone frozen), "all", "top:N" (last N backbone layers), "fraction:F" (last share F
+    of the backbone layers) or "from:NAME" (from the first layer whose name starts with NAME, e.g. "block6a").
+    `schedule`: "constant" or "cosine" (decay to 0 over the stage), after `warmup_epochs` of linear warm-up.
+    """
+
+    epochs: int = 1
+    trainable: str = "head"
+    learning_rate: float = 1e-3
+    warmup_epochs: float = 0.0
+    schedule: str = "constant"
+    name: str = ""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How the stages run: balance, regularisation, callbacks, scale and determinism."""
+
+    stages: list[StageConfig] = dataclasses.field(default_factory=lambda: [
+        StageConfig(epochs=3, trainable="head", learning_rate=1e-3, name="head"),
+        StageConfig(epochs=3, trainable="fraction:0.3", learning_rate=1e-4, warmup_epochs=0.5,
+                    schedule="cosine", name="finetune"),
+    ])
+    balance: str = "auto"
+    max_pos_weight: float | None = 10.0
+    label_smoothing: float = 0.0
+    monitor: str = "val_auc"
+    early_stopping_patience: int = 0
+    reduce_lr_patience: int = 0
+    recalibrate_bn: str = "auto"
+    recalibrate_batches: int = 50
+    steps_per_epoch: int | None = None
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    jit: bool = False
+    deterministic: bool = True
+    seed: int = 0
+    tensorboard: bool = True
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """One run: a name, the data, the model and the training."""
+
+    name: str = "run"
+    runs_dir: str = "runs"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str, **extra) -> None:
+        """Write the config (plus `extra` top-level entries such as versions) as JSON, atomically."""
+        with atomic_writer(path) as f:
+            json.dump({**self.to_dict(), **extra}, f, indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ExperimentConfig:
+        return _from_dict(cls, values, "config")
+
+    @classmethod
+    def load(cls, path: str) -> ExperimentConfig:
+        """Read a config.json; top-level entries that are not options (e.g. `versions`) are ignored."""
+        with open(path) as f:
+            values = json.load(f)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_dict({k: v for k, v in values.items() if k in fields})
+
+
+def _from_dict(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} in {where}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _from_dict(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is list and typing.get_args(hint)[0] is StageConfig:
+            value = [_from_dict(StageConfig, stage, f"{where}.{name}[{i}]") for i, stage in enumerate(value)]
+        elif typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Models: the backbone registry, the model factory, fine-tuning stages and the baseline CNN."""

@@ -1,0 +1,52 @@
+"""Saving and loading models with their metadata: `NAME.keras` plus `NAME.json` (task, classes, input size,
+threshold...), both written atomically so an interrupted save never leaves a broken file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import keras
+
+from cxr_keras.io_utils import atomic_writer
+
+
+def metadata_path(model_path: str) -> str:
+    """Where the metadata of a model file lives: `best.keras` -> `best.json`."""
+    return os.path.splitext(model_path)[0] + ".json"
+
+
+def save_model(model: keras.Model, path: str, metadata: dict | None = None) -> None:
+    """Write `model` to `path` (.keras) and `metadata` beside it, each atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")  # Keras wants the suffix
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if metadata is not None:
+        with atomic_writer(metadata_path(path)) as f:
+            json.dump(metadata, f, indent=2)
+
+
+def load_metadata(model_path: str) -> dict | None:
+    """The metadata saved beside a model, or None for a model made elsewhere."""
+    path = metadata_path(model_path)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | None]:
+    """A model saved by `save_model` (or any .keras file) and its metadata (None when there is none)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path} does not exist")
+    import cxr_keras.data.balance  # noqa: F401  (registers WeightedBinaryCrossentropy for deserialisation)
+
+    return keras.models.load_model(path, compile=compile), load_metadata(path)

@@ -1,0 +1,123 @@
+"""Pretrained weights: ImageNet (Keras' cache or a download), a local file, or none; and moving them into a model.
+
+`weights` is "imagenet", "none", "auto" (ImageNet when obtainable, else none with a loud notice) or a path to a
+`.h5` / `.weights.h5` file of the bare application (`include_top=False`), for machines without network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import keras
+
+from cxr_keras.models.registry import Backbone
+
+
+class WeightsError(ValueError):
+    """Pretrained weights cannot be had or do not fit; the message says what to do."""
+
+
+def is_pretrained(weights: str | None) -> bool:
+    """Whether a weights spec asks for anything but random initialisation (auto counts as asking)."""
+    return weights is not None and str(weights).lower() not in ("none", "")
+
+
+def pretrained_application(entry: Backbone, weights: str | None, input_shape: tuple[int, int, int]):
+    """The bare application with pretrained weights loaded, or None when the model starts from random weights."""
+    spec = str(weights).lower() if weights is not None else "none"
+    if spec == "none":
+        return None
+    if not entry.pretrained:
+        if spec == "auto":
+            return None
+        raise WeightsError(f"{entry.name} has no pretrained weights; use --weights none")
+    if spec in ("imagenet", "auto"):
+        return _imagenet_application(entry, input_shape, fall_back=spec == "auto")
+    return _file_application(entry, os.fspath(weights), input_shape)
+
+
+def _imagenet_application(entry: Backbone, input_shape, fall_back: bool):
+    try:
+        return entry.constructor(include_top=False, weights="imagenet", input_shape=input_shape)
+    except Exception as exc:  # keras.utils.get_file raises a bare Exception for every network failure
+        if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
+            raise
+        message = _offline_message(entry, str(exc))
+        if not fall_back:
+            raise WeightsError(message) from None
+        warnings.warn(f"--weights auto: {message}\nTraining {entry.name} FROM SCRATCH instead.", stacklevel=3)
+        print(f"\n*** NOTICE: ImageNet weights for {entry.name} are not available; training from scratch. ***\n")
+        return None
+
+
+def _offline_message(entry: Backbone, error: str) -> str:
+    url = re.search(r"(https?://\S+?\.h5)", error)
+    name = os.path.basename(url.group(1)) if url else f"the {entry.name} '_notop' .h5 file"
+    cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
+    return (
+        f"could not download the ImageNet weights of {entry.name} ({url.group(1) if url else 'Keras weights'}). "
+        f"On a machine without network: fetch {name} elsewhere and either place it in {cache}/ (then "
+        f"--weights imagenet works offline) or pass --weights /path/to/{name}; or use --weights none to train "
+        "from scratch."
+    )
+
+
+def _file_application(entry: Backbone, path: str, input_shape):
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file {path} does not exist; give a .h5 / .weights.h5 path, imagenet or none")
+    application = entry.constructor(include_top=False, weights=None, input_shape=input_shape)
+    try:
+        with warnings.catch_warnings():  # per-layer "Skipping nested container" notes; a misfit raises below
+            warnings.simplefilter("ignore")
+            application.load_weights(path)
+    except Exception as exc:  # h5py, shape and layer-count errors all mean the same thing here
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"weights file {path} does not fit {entry.name} without its top ({first_line}). Use the ImageNet "
+            f"'_notop' file of {entry.name} or one saved from keras.applications.{entry.name}(include_top=False)"
+        ) from None
+    return application
+
+
+def transfer_weights(source: keras.Model, layers: list[keras.layers.Layer]) -> None:
+    """Copy the weights of `source` into `layers` (the same architecture, in graph order) layer by layer.
+
+    A `Rescaling` that follows a `Normalization` in the source (EfficientNet's ImageNet input correction,
+    present only when Keras builds it with weights="imagenet") is folded into that Normalization's variance,
+    so a model built without it computes the same function.
+    """
+    sources = [layer for layer in source.layers if layer.weights]
+    targets = [layer for layer in layers if layer.weights]
+    if len(sources) != len(targets):
+        raise WeightsError(f"{source.name} has {len(sources)} layers with weights, the model {len(targets)}")
+    for src, dst in zip(sources, targets):
+        values = src.get_weights()
+        if [v.shape for v in values] != [tuple(w.shape) for w in dst.weights]:
+            raise WeightsError(f"layer {src.name} of {source.name} does not fit layer {dst.name} of the model")
+        dst.set_weights(values)
+        if isinstance(dst, keras.layers.Normalization):
+            dst.finalize_state()  # its mean and variance are tensors taken from the weights at build time
+    _fold_input_rescaling(source, targets)
+
+
+def _fold_input_rescaling(source: keras.Model, targets: list[keras.layers.Layer]) -> None:
+    weighted = [layer for layer in source.layers if layer.weights]
+    for i, layer in enumerate(source.layers[:-1]):
+        following = source.layers[i + 1]
+        if isinstance(layer, keras.layers.Normalization) and isinstance(following, keras.layers.Rescaling):
+            scale = keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(following.scale, "float32"))
+            target = targets[weighted.index(layer)]
+            mean, variance, count = target.get_weights()
+            target.set_weights([mean, variance / scale.reshape(variance.shape) ** 2, count])
+            target.finalize_state()
+            return
+
+
+def resolve_weights(entry: Backbone, weights: str | None, input_shape: tuple[int, int, int]) -> str:
+    """What `weights` will mean for this run: "auto" becomes "imagenet" when obtainable, else "none"."""
+    spec = str(weights).lower() if weights is not None else "none"
+    if spec != "auto":
+        return "none" if spec in ("none", "") else (spec if spec == "imagenet" else os.fspath(weights))
+    return "imagenet" if pretrained_application(entry, "auto", input_shape) is not None else "none"

@@ -1,0 +1,317 @@
+"""Training runs: `run_experiment(config)` -> a run directory that holds everything needed to trust and repeat it.
+
+    runs/<name>-<YYYYmmdd-HHMMSS>/
+      config.json    the fully resolved config, with the versions of Python, TensorFlow, Keras and cxr_keras
+      splits.csv     path, split, patient and labels of every image; dropped.csv for files left out
+      history.csv    per epoch: stage, learning rate, losses and metrics on train and validation
+      best.keras     the best epoch by `train.monitor` (best.json: task, classes, input size, ...)
+      last.keras     the latest epoch with its optimizer; state.json says where `--resume` continues
+      tensorboard/   TensorBoard logs
+      curves.png     loss, AUC and accuracy per epoch, stages marked
+
+Keras does the work: `fit` with its callbacks (CSVLogger, TensorBoard, EarlyStopping, ReduceLROnPlateau).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cxr_keras.config import ExperimentConfig
+from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
+from cxr_keras.data.pipeline import dataset_for_split
+from cxr_keras.data.sources import load_dataset
+from cxr_keras.data.splits import apply_saved_splits, save_splits, split_table
+from cxr_keras.data.table import ImageTable, write_dropped
+from cxr_keras.io_utils import atomic_writer
+from cxr_keras.models.factory import build_model, loss_for, metrics_for
+from cxr_keras.models.finetune import (
+    BatchNormRecalibration,
+    current_learning_rate,
+    learning_rate,
+    plan_stages,
+    set_trainable,
+)
+from cxr_keras.models.registry import get_backbone
+from cxr_keras.models.saving import load_model, save_model
+from cxr_keras.models.weights import is_pretrained, resolve_weights
+from cxr_keras.plots import plot_history
+from cxr_keras.runtime import make_strategy, precision, seed_everything, versions
+
+
+class RunError(ValueError):
+    """A run cannot start or resume; the message says why and what to do."""
+
+
+def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None, run_dir: str | None = None,
+                   quiet: bool = False) -> str:
+    """Train per `config` and return the run directory.
+
+    `resume` continues an interrupted run after its last completed epoch (`config` may then be None, or must
+    equal the run's own). `run_dir` names a new run's folder (default `runs_dir/name-timestamp`); an existing,
+    non-empty folder is never overwritten.
+    """
+    if resume:
+        config, run_dir = _config_for_resume(resume, config), resume
+    else:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model))
+        config.model.weights = resolve_weights(get_backbone(config.model.backbone), config.model.weights,
+                                               (config.data.image_size, config.data.image_size, 3))
+        run_dir = _new_run_dir(config, run_dir)
+    seed_everything(config.train.seed, config.train.deterministic)
+    with precision(config.train.mixed_precision):
+        return _run(config, run_dir, resuming=bool(resume), quiet=quiet)
+
+
+def _run(config: ExperimentConfig, run_dir: str, resuming: bool, quiet: bool) -> str:
+    data, train = config.data, config.train
+    table = _load_table(config, run_dir, resuming)
+    size = (data.image_size, data.image_size)
+    train_ds = dataset_for_split(table, "train", size, data.batch_size, training=True, augment=data.augment,
+                                 seed=train.seed, cache=data.cache, resize=data.resize, verbose=not quiet)
+    val_ds = dataset_for_split(table, "val", size, data.batch_size, cache=data.cache, resize=data.resize)
+    steps = train.steps_per_epoch or int(np.ceil(len(table.split("train")) / data.batch_size))
+    if train.steps_per_epoch:
+        train_ds = train_ds.repeat()
+
+    pretrained = is_pretrained(config.model.weights)
+    stages = plan_stages(train.stages, pretrained)
+    weighting = _weighting(config, table)
+    strategy = make_strategy(train.strategy)
+    state = _read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
+    with strategy.scope():
+        model = (load_model(os.path.join(run_dir, "last.keras"))[0] if resuming
+                 else _build(config, table, train_ds, weighting))
+
+    epoch_end = 0
+    for index, stage in enumerate(stages):
+        epoch_start, epoch_end = epoch_end, epoch_end + stage.epochs
+        if state["epoch"] >= epoch_end:
+            continue  # finished before the interruption
+        if not (resuming and state["epoch"] > epoch_start):  # mid-stage, last.keras holds model and optimizer
+            with strategy.scope():
+                unfrozen = set_trainable(model, stage.trainable, freeze_batchnorm=pretrained)
+                model.compile(optimizer=keras.optimizers.Adam(learning_rate(stage, steps)),
+                              loss=loss_for(table.task, weighting.get("pos_weight"), train.label_smoothing),
+                              metrics=metrics_for(table.task, model.output_shape[-1]), jit_compile=train.jit)
+            _say(quiet, f"\nStage {index + 1}/{len(stages)} '{stage.name or stage.trainable}': epochs "
+                        f"{epoch_start + 1}-{epoch_end}, {unfrozen} backbone layers trainable, learning rate "
+                        f"{stage.learning_rate:g} ({stage.schedule}, warm-up {stage.warmup_epochs:g} epochs)")
+        callbacks = _callbacks(config, run_dir, index, state, _metadata(config, table), train_ds, pretrained)
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=max(epoch_start, state["epoch"]),
+                  epochs=epoch_end, steps_per_epoch=steps if train.steps_per_epoch else None,
+                  class_weight=weighting.get("class_weight"), callbacks=callbacks, shuffle=False,
+                  verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
+        state = _read_state(run_dir)
+        if state.get("stopped_early"):
+            _say(quiet, f"Early stopping after epoch {state['epoch']}: later stages skipped")
+            break
+    _write_state(run_dir, {**state, "complete": True})
+    plot_history(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"))
+    _say(quiet, f"\nRun finished: {run_dir}\n  best {train.monitor} {state['best']:.4f} at epoch "
+                f"{state['best_epoch']} -> {os.path.join(run_dir, 'best.keras')}")
+    return run_dir
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, flush=True)
+
+
+def _new_run_dir(config: ExperimentConfig, run_dir: str | None) -> str:
+    run_dir = run_dir or os.path.join(config.runs_dir, f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if os.path.exists(run_dir) and os.listdir(run_dir):
+        raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
+                       "choose another name, or --resume it")
+    os.makedirs(run_dir, exist_ok=True)
+    config.save(os.path.join(run_dir, "config.json"), versions=versions())
+    return run_dir
+
+
+def _config_for_resume(run_dir: str, config: ExperimentConfig | None) -> ExperimentConfig:
+    state_path = os.path.join(run_dir, "state.json")
+    if not os.path.exists(state_path) or not os.path.exists(os.path.join(run_dir, "last.keras")):
+        raise RunError(f"{run_dir} has no completed epoch to resume from (no state.json / last.keras)")
+    saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+    if _read_state(run_dir).get("complete"):
+        raise RunError(f"run {run_dir} is already complete; start a new run to train more")
+    if config is not None:
+        ours = dict(_flatten(config.to_dict()))
+        differing = sorted(k for k, v in _flatten(saved.to_dict()) if k != "model.weights" and ours.get(k) != v)
+        if differing:
+            raise RunError(f"--resume {run_dir}: the run was made with another config (differs in {differing}); "
+                           "resume without options, or start a new run")
+    return saved
+
+
+def _flatten(values: dict, prefix: str = ""):
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", json.loads(json.dumps(value))
+
+
+def _load_table(config: ExperimentConfig, run_dir: str, resuming: bool) -> ImageTable:
+    data = config.data
+    if not data.data_dir:
+        raise RunError("config.data.data_dir is empty: say where the images are (--data-dir)")
+    table = load_dataset(data.data_dir, data.layout, data.csv, data.images_dir, classes=data.classes,
+                         task=data.task, patient_pattern=data.patient_pattern, path_column=data.path_column,
+                         labels_column=data.labels_column, delimiter=data.delimiter, max_pixels=data.max_pixels)
+    splits_path = os.path.join(run_dir, "splits.csv")
+    if resuming:
+        return apply_saved_splits(table, splits_path)
+    table = split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit)
+    save_splits(table, splits_path)
+    if table.dropped:
+        write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))
+    return table
+
+
+def _weighting(config: ExperimentConfig, table: ImageTable) -> dict:
+    """{"class_weight": {...}} or {"pos_weight": array} or {} per `train.balance` (auto: by task)."""
+    balance = config.train.balance
+    if balance not in ("auto", "none", "class_weight", "pos_weight"):
+        raise RunError(f"train.balance must be auto, none, class_weight or pos_weight, got {balance!r}")
+    if balance == "none":
+        return {}
+    targets = table.split("train").targets()
+    if table.task == "multilabel":
+        if balance == "class_weight":
+            raise RunError("Keras' class_weight does not apply to multi-label targets: use balance pos_weight")
+        return {"pos_weight": positive_weights(targets, table.classes, config.train.max_pos_weight)}
+    if balance == "pos_weight":
+        raise RunError(f"balance pos_weight is for multi-label data; this data is {table.task}: use class_weight")
+    return {"class_weight": class_weights(targets, table.classes)}
+
+
+def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Dataset, weighting: dict) -> keras.Model:
+    """The model, its output bias set to the priors the weighted loss sees (so the first steps start calm)."""
+    m = config.model
+    targets = table.split("train").targets()
+    bias = initial_bias(targets, table.task, _positive_weight(weighting, table.task, targets.shape[1]))
+    stats = None if is_pretrained(m.weights) else pixel_statistics(train_ds)
+    return build_model(m.backbone, table.task, table.classes, config.data.image_size, m.weights,
+                       dropout=m.dropout, bottleneck=m.bottleneck, head_batchnorm=m.head_batchnorm,
+                       output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum)
+
+
+def _positive_weight(weighting: dict, task: str, n_outputs: int) -> np.ndarray | None:
+    if "pos_weight" in weighting:
+        return np.asarray(weighting["pos_weight"])
+    if "class_weight" in weighting:
+        w = weighting["class_weight"]
+        return np.array([w[1] / w[0]]) if task == "binary" else np.array([w[k] for k in range(n_outputs)])
+    return None
+
+
+def pixel_statistics(dataset: tf.data.Dataset, batches: int = 20) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels in the first `batches` batches (for from-scratch inputs)."""
+    total = total_sq = count = 0.0
+    for images, _ in dataset.take(batches):
+        x = np.asarray(images, dtype=np.float64)
+        total, total_sq, count = total + x.sum(), total_sq + np.square(x).sum(), count + x.size
+    mean = total / count
+    return float(mean), float(max(np.sqrt(total_sq / count - mean**2), 1.0))
+
+
+def _metadata(config: ExperimentConfig, table: ImageTable) -> dict:
+    return {
+        "format": "cxr_keras.model/1", "task": table.task, "classes": table.classes,
+        "positive_class": table.classes[table.positive_index] if table.task == "binary" else None,
+        "input": {"shape": [config.data.image_size, config.data.image_size, 1], "dtype": "float32",
+                  "range": [0, 255], "resize": config.data.resize,
+                  "preprocessing": "inside the model (gray to RGB, backbone normalisation)"},
+        "backbone": config.model.backbone, "weights": config.model.weights, "threshold": 0.5,
+        "threshold_rule": "default 0.5; choose an operating point on validation with cxr evaluate",
+        "monitor": config.train.monitor, "versions": versions(),
+    }
+
+
+def _callbacks(config, run_dir, stage, state, metadata, train_ds, pretrained) -> list[keras.callbacks.Callback]:
+    train = config.train
+    callbacks: list[keras.callbacks.Callback] = [StageLog(stage)]
+    if _recalibrate(train.recalibrate_bn, pretrained):
+        callbacks.append(BatchNormRecalibration(train_ds, train.recalibrate_batches))
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True))
+    if train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False))
+    if train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(train.monitor, patience=train.early_stopping_patience,
+                                                       mode="max" if "auc" in train.monitor else "auto",
+                                                       restore_best_weights=False))
+    if train.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(train.monitor, patience=train.reduce_lr_patience,
+                                                           mode="max" if "auc" in train.monitor else "auto"))
+    callbacks.append(RunCheckpoints(run_dir, train.monitor, state, metadata))
+    return callbacks
+
+
+def _recalibrate(setting: str | bool, pretrained: bool) -> bool:
+    if setting in ("auto", None):
+        return not pretrained
+    return setting in (True, "true", "yes", "on")
+
+
+class StageLog(keras.callbacks.Callback):
+    """Adds the stage number and the learning rate to each epoch's logs (so CSVLogger writes them)."""
+
+    def __init__(self, stage: int):
+        super().__init__()
+        self.stage = stage
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["stage"] = self.stage + 1
+            logs["learning_rate"] = current_learning_rate(self.model)
+
+
+class RunCheckpoints(keras.callbacks.Callback):
+    """Each epoch: `best.keras` when `monitor` improved, `last.keras` and `state.json`, all written atomically.
+
+    Why not keras.callbacks.ModelCheckpoint: it writes in place (a kill mid-save corrupts the previous best)
+    and forgets the best value between the `fit` calls of successive stages.
+    """
+
+    def __init__(self, run_dir: str, monitor: str, state: dict, metadata: dict):
+        super().__init__()
+        self.run_dir, self.monitor, self.metadata = run_dir, monitor, metadata
+        self.state = dict(state)
+        self.maximize = "loss" not in monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is None:
+            raise RunError(f"monitor {self.monitor!r} is not among the logged metrics {sorted(logs)}")
+        best = self.state.get("best")
+        if best is None or (value > best if self.maximize else value < best):
+            self.state.update(best=float(value), best_epoch=epoch + 1)
+            save_model(self.model, os.path.join(self.run_dir, "best.keras"),
+                       {**self.metadata, "epoch": epoch + 1, self.monitor: float(value)})
+        save_model(self.model, os.path.join(self.run_dir, "last.keras"))
+        self.state.update(epoch=epoch + 1, stopped_early=False)
+        _write_state(self.run_dir, self.state)
+
+    def on_train_end(self, logs=None):
+        if self.model.stop_training:
+            self.state["stopped_early"] = True
+            _write_state(self.run_dir, self.state)
+
+
+def _read_state(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "state.json")) as f:
+        return json.load(f)
+
+
+def _write_state(run_dir: str, state: dict) -> None:
+    with atomic_writer(os.path.join(run_dir, "state.json")) as f:
+        json.dump(state, f, indent=2)

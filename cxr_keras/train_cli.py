@@ -1,0 +1,123 @@
+"""Command-line options of a training run, shared by `cxr train` and every `python -m experiments.*` module.
+
+An experiment is a default `ExperimentConfig`; these options override parts of it, and `--config FILE` starts
+from a saved config.json instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from cxr_keras.config import ExperimentConfig, StageConfig
+from cxr_keras.data.augment import PRESETS
+from cxr_keras.data.sources import LAYOUTS
+from cxr_keras.models.registry import REGISTRY
+from cxr_keras.runtime import STRATEGIES
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that override an experiment's config (left out = the experiment's default)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", help="dataset root folder (or the images folder of a CSV dataset)")
+    data.add_argument("--layout", choices=["auto", *LAYOUTS], help="dataset layout (default: recognise it)")
+    data.add_argument("--csv", help="label CSV (NIH Data_Entry_2017*.csv or a generic path/labels CSV)")
+    data.add_argument("--images-dir", help="where a CSV's images are, searched recursively")
+    data.add_argument("--classes", nargs="+", help="the class list, in order")
+    data.add_argument("--task", choices=["binary", "multiclass", "multilabel"], help="override the inferred task")
+    data.add_argument("--image-size", type=int, help="square input side in pixels")
+    data.add_argument("--batch-size", type=int)
+    data.add_argument("--augment", choices=list(PRESETS), help="augmentation preset")
+    data.add_argument("--cache", help="'memory' (default), 'none', or a file path for tf.data's file cache")
+    data.add_argument("--split-ratios", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"))
+    data.add_argument("--split-seed", type=int)
+    data.add_argument("--resplit", action="store_true", default=None, help="ignore the data's own split")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", choices=list(REGISTRY))
+    model.add_argument("--weights", help="imagenet | none | auto | PATH to a .h5 / .weights.h5 file")
+    model.add_argument("--dropout", type=float)
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", nargs="+", type=int, help="epochs per stage (one number per stage)")
+    train.add_argument("--learning-rates", nargs="+", type=float, help="learning rate per stage")
+    train.add_argument("--unfreeze", help="stage 2 trainable layers: all | top:N | fraction:F | from:LAYER")
+    train.add_argument("--balance", choices=["auto", "none", "class_weight", "pos_weight"])
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE flat epochs")
+    train.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--strategy", choices=list(STRATEGIES))
+    train.add_argument("--mixed-precision", action="store_true", default=None)
+    train.add_argument("--jit", action="store_true", default=None, help="XLA-compile the training step")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", help="start from this config.json instead of the experiment's default")
+    run.add_argument("--name", help="run name (the folder is RUNS_DIR/NAME-TIMESTAMP)")
+    run.add_argument("--runs-dir", help="where run folders go (default runs/)")
+    run.add_argument("--run-dir", help="exact folder for this run (must not exist or be empty)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+DATA_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "image_size", "batch_size", "augment",
+             "split_seed", "resplit")
+MODEL_KEYS = ("backbone", "weights", "dropout")
+TRAIN_KEYS = ("balance", "label_smoothing", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit")
+
+
+def config_from_args(args: argparse.Namespace, default: ExperimentConfig) -> ExperimentConfig:
+    """`default` (or `--config FILE`) with every option given on the command line applied."""
+    config = ExperimentConfig.load(args.config) if args.config else dataclasses.replace(default)
+    config = ExperimentConfig.from_dict(config.to_dict())  # a deep copy
+    for section, keys in ((config.data, DATA_KEYS), (config.model, MODEL_KEYS), (config.train, TRAIN_KEYS)):
+        for key in keys:
+            if getattr(args, key, None) is not None:
+                setattr(section, key, getattr(args, key))
+    if args.cache is not None:
+        config.data.cache = None if args.cache == "none" else args.cache
+    if args.split_ratios is not None:
+        config.data.split_ratios = tuple(args.split_ratios)
+    if args.early_stopping is not None:
+        config.train.early_stopping_patience = args.early_stopping
+    config.train.stages = _stages(config.train.stages, args)
+    for key in ("name", "runs_dir"):
+        if getattr(args, key) is not None:
+            setattr(config, key, getattr(args, key))
+    return config
+
+
+def _stages(stages: list[StageConfig], args: argparse.Namespace) -> list[StageConfig]:
+    stages = [dataclasses.replace(s) for s in stages]
+    for option, field in (("epochs", "epochs"), ("learning_rates", "learning_rate")):
+        values = getattr(args, option)
+        if values is None:
+            continue
+        if len(values) != len(stages):
+            raise ValueError(f"--{option.replace('_', '-')} takes one value per stage; this experiment has "
+                             f"{len(stages)} stage(s) ({', '.join(s.name or s.trainable for s in stages)})")
+        for stage, value in zip(stages, values):
+            setattr(stage, field, value)
+    if args.unfreeze is not None:
+        if len(stages) < 2:
+            raise ValueError("--unfreeze sets the second stage's trainable layers; this experiment has one stage")
+        stages[1].trainable = args.unfreeze
+    return stages
+
+
+def run_from_args(args: argparse.Namespace, default: ExperimentConfig) -> str | None:
+    """Print the config, or train (a new run or `--resume`); returns the run directory."""
+    import json
+
+    from cxr_keras.train import run_experiment
+
+    if args.resume:
+        overrides = any(getattr(args, k, None) is not None for k in (*DATA_KEYS, *MODEL_KEYS, *TRAIN_KEYS))
+        config = config_from_args(args, default) if overrides or args.config else None
+        return run_experiment(config, resume=args.resume, quiet=args.quiet)
+    config = config_from_args(args, default)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return None
+    return run_experiment(config, run_dir=args.run_dir, quiet=args.quiet)

@@ -1,0 +1,139 @@
+"""Training runs: the run folder, stages, resume, determinism, refusals, and the from-scratch BatchNorm trap."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from helpers import write_blob_dataset
+from sklearn.metrics import roc_auc_score
+
+from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+from cxr_keras.data.pipeline import make_dataset
+from cxr_keras.data.sources import load_dataset
+from cxr_keras.models.saving import load_model
+from cxr_keras.train import RunCheckpoints, RunError, run_experiment
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    return write_blob_dataset(str(tmp_path_factory.mktemp("blobs") / "data"), n_per_class=40, size=48)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_weights(tmp_path_factory):
+    """A 'pretrained' MobileNetV2 weights file, so that the stages are the pretrained ones."""
+    path = str(tmp_path_factory.mktemp("weights") / "mobilenetv2.weights.h5")
+    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    return path
+
+
+def config(data_dir, runs_dir, backbone="baseline", weights="none", stages=None, size=32, **train) -> ExperimentConfig:
+    return ExperimentConfig(
+        name="t", runs_dir=str(runs_dir),
+        data=DataConfig(data_dir=data_dir, image_size=size, batch_size=16, split_ratios=(0.8, 0.1, 0.1),
+                        augment="light"),
+        model=ModelConfig(backbone=backbone, weights=weights),
+        train=TrainConfig(stages=stages or [StageConfig(epochs=2, trainable="all")], tensorboard=False, **train),
+    )
+
+
+def two_stages():
+    return [StageConfig(epochs=2, trainable="head", learning_rate=1e-3, name="head"),
+            StageConfig(epochs=2, trainable="top:20", learning_rate=1e-4, name="finetune")]
+
+
+def history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_pretrained_two_stage_run_writes_its_folder(blobs, mobilenet_weights, tmp_path):
+    run_dir = run_experiment(config(blobs, tmp_path, "mobilenetv2", mobilenet_weights, two_stages()), quiet=True)
+    for name in ("config.json", "splits.csv", "history.csv", "best.keras", "best.json", "last.keras",
+                 "state.json", "curves.png"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    saved = json.load(open(os.path.join(run_dir, "config.json")))
+    assert saved["versions"]["keras"] == keras.__version__ and saved["model"]["weights"] == mobilenet_weights
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [r["stage"] for r in rows] == ["1", "1", "2", "2"]
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])  # recompiled
+    best = json.load(open(os.path.join(run_dir, "best.json")))
+    assert best["classes"] == ["NORMAL", "PNEUMONIA"] and best["input"]["shape"] == [32, 32, 1]
+    assert best["val_auc"] == pytest.approx(max(float(r["val_auc"]) for r in rows))
+
+    # BatchNorm stayed frozen through both stages: its statistics are still those of the weights file
+    model, _ = load_model(os.path.join(run_dir, "last.keras"))
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    source.load_weights(mobilenet_weights)
+    np.testing.assert_array_equal(model.get_layer("Conv_1_bn").moving_mean, source.get_layer("Conv_1_bn").moving_mean)
+    assert not np.array_equal(model.get_layer("Conv_1").kernel, source.get_layer("Conv_1").kernel)  # it trained
+
+
+def test_resume_continues_at_the_right_stage_and_epoch(blobs, mobilenet_weights, tmp_path, monkeypatch):
+    cfg = config(blobs, tmp_path, "mobilenetv2", mobilenet_weights, two_stages())
+    original = RunCheckpoints.on_epoch_end
+
+    def killed_after_third_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunCheckpoints, "on_epoch_end", killed_after_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, run_dir=str(tmp_path / "run"), quiet=True)
+    monkeypatch.setattr(RunCheckpoints, "on_epoch_end", original)
+    run_dir = str(tmp_path / "run")
+    assert json.load(open(os.path.join(run_dir, "state.json")))["epoch"] == 3
+
+    other = config(blobs, tmp_path, "mobilenetv2", mobilenet_weights, two_stages())
+    other.data.image_size = 48
+    with pytest.raises(RunError, match=r"another config \(differs in \['data.image_size'\]\)"):
+        run_experiment(other, resume=run_dir, quiet=True)
+
+    run_experiment(None, resume=run_dir, quiet=True)
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [r["stage"] for r in rows] == ["1", "1", "2", "2"]
+    assert float(rows[3]["learning_rate"]) == pytest.approx(1e-4)
+    assert json.load(open(os.path.join(run_dir, "state.json")))["complete"] is True
+    with pytest.raises(RunError, match="already complete"):
+        run_experiment(None, resume=run_dir, quiet=True)
+    with pytest.raises(RunError, match="exists and is not empty; a previous run is never overwritten"):
+        run_experiment(cfg, run_dir=run_dir, quiet=True)
+
+
+def test_same_seed_same_data_gives_the_same_metrics(blobs, tmp_path):
+    first = history(run_experiment(config(blobs, tmp_path / "a"), quiet=True))
+    second = history(run_experiment(config(blobs, tmp_path / "b"), quiet=True))
+    assert first == second
+    third = config(blobs, tmp_path / "c")
+    third.train.seed = 1
+    assert history(run_experiment(third, quiet=True)) != first
+
+
+def test_from_scratch_inference_predictions_separate_the_classes(blobs, tmp_path):
+    """The trap: MobileNetV2 as keras.applications builds it (BN momentum 0.999) fits the training data (AUC
+    ~0.99 in fit) yet answers every image the same in inference mode. The toolkit's from-scratch defaults
+    (momentum 0.9, BatchNorm statistics recalibrated before each validation) do not."""
+    table = load_dataset(blobs)
+    images = make_dataset(table.paths, table.targets(), (48, 48), 16)
+    y = table.targets().ravel()
+
+    def scratch_run(name, **model):
+        cfg = config(blobs, tmp_path / name, "mobilenetv2", "none", [StageConfig(epochs=5, trainable="all")], 48)
+        cfg.data.augment = "none"
+        cfg.model.bn_momentum = model.get("bn_momentum")
+        cfg.train.recalibrate_bn = model.get("recalibrate_bn", "auto")
+        run_dir = run_experiment(cfg, quiet=True)
+        fitted_auc = float(history(run_dir)[-1]["auc"])
+        predictions = load_model(os.path.join(run_dir, "last.keras"))[0].predict(images, verbose=0).ravel()
+        return fitted_auc, roc_auc_score(y, predictions), predictions.std()
+
+    fitted, auc, spread = scratch_run("toolkit")
+    assert fitted > 0.9 and auc > 0.95 and spread > 0.2, (fitted, auc, spread)
+    fitted, auc, spread = scratch_run("plain", bn_momentum=0.999, recalibrate_bn="false")
+    assert fitted > 0.9 and auc < 0.75 and spread < 0.05, (fitted, auc, spread)  # the trap, reproduced
