@@ -84,8 +84,9 @@ class TrainConfig:
     early_stopping_patience: int = 0
     reduce_lr_patience: int = 0
     recalibrate_bn: str = "auto"
-    recalibrate_batches: int = 50
+    recalibrate_batches: int = 20
     steps_per_epoch: int | None = None
+    time_budget_s: float | None = None
     strategy: str = "auto"
     mixed_precision: bool = False
     jit: bool = False

@@ -31,7 +31,7 @@ from cxr_keras.data.sources import load_dataset
 from cxr_keras.data.splits import apply_saved_splits, save_splits, split_table
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.io_utils import atomic_writer
-from cxr_keras.models.factory import build_model, loss_for, metrics_for
+from cxr_keras.models.factory import build_model, check_request, loss_for, metrics_for
 from cxr_keras.models.finetune import (
     BatchNormRecalibration,
     current_learning_rate,
@@ -39,7 +39,6 @@ from cxr_keras.models.finetune import (
     plan_stages,
     set_trainable,
 )
-from cxr_keras.models.registry import get_backbone
 from cxr_keras.models.saving import load_model, save_model
 from cxr_keras.models.weights import is_pretrained, resolve_weights
 from cxr_keras.plots import plot_history
@@ -51,26 +50,27 @@ class RunError(ValueError):
 
 
 def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None, run_dir: str | None = None,
-                   quiet: bool = False) -> str:
+                   quiet: bool = False, callbacks: list[keras.callbacks.Callback] | None = None) -> str:
     """Train per `config` and return the run directory.
 
     `resume` continues an interrupted run after its last completed epoch (`config` may then be None, or must
     equal the run's own). `run_dir` names a new run's folder (default `runs_dir/name-timestamp`); an existing,
-    non-empty folder is never overwritten.
+    non-empty folder is never overwritten. `callbacks` are added to every stage's `fit`.
     """
     if resume:
         config, run_dir = _config_for_resume(resume, config), resume
     else:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model))
-        config.model.weights = resolve_weights(get_backbone(config.model.backbone), config.model.weights,
+        entry = check_request(config.model.backbone, config.data.image_size)  # before any folder is made
+        config.model.weights = resolve_weights(entry, config.model.weights,
                                                (config.data.image_size, config.data.image_size, 3))
         run_dir = _new_run_dir(config, run_dir)
     seed_everything(config.train.seed, config.train.deterministic)
     with precision(config.train.mixed_precision):
-        return _run(config, run_dir, resuming=bool(resume), quiet=quiet)
+        return _run(config, run_dir, resuming=bool(resume), quiet=quiet, extra_callbacks=callbacks or [])
 
 
-def _run(config: ExperimentConfig, run_dir: str, resuming: bool, quiet: bool) -> str:
+def _run(config: ExperimentConfig, run_dir: str, resuming: bool, quiet: bool, extra_callbacks: list) -> str:
     data, train = config.data, config.train
     table = _load_table(config, run_dir, resuming)
     size = (data.image_size, data.image_size)
@@ -90,6 +90,7 @@ def _run(config: ExperimentConfig, run_dir: str, resuming: bool, quiet: bool) ->
         model = (load_model(os.path.join(run_dir, "last.keras"))[0] if resuming
                  else _build(config, table, train_ds, weighting))
 
+    budget = TimeBudget(train.time_budget_s) if train.time_budget_s else None
     epoch_end = 0
     for index, stage in enumerate(stages):
         epoch_start, epoch_end = epoch_end, epoch_end + stage.epochs
@@ -105,13 +106,16 @@ def _run(config: ExperimentConfig, run_dir: str, resuming: bool, quiet: bool) ->
                         f"{epoch_start + 1}-{epoch_end}, {unfrozen} backbone layers trainable, learning rate "
                         f"{stage.learning_rate:g} ({stage.schedule}, warm-up {stage.warmup_epochs:g} epochs)")
         callbacks = _callbacks(config, run_dir, index, state, _metadata(config, table), train_ds, pretrained)
+        callbacks += [budget] if budget else []
+        callbacks += extra_callbacks
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(epoch_start, state["epoch"]),
                   epochs=epoch_end, steps_per_epoch=steps if train.steps_per_epoch else None,
                   class_weight=weighting.get("class_weight"), callbacks=callbacks, shuffle=False,
                   verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
         state = _read_state(run_dir)
         if state.get("stopped_early"):
-            _say(quiet, f"Early stopping after epoch {state['epoch']}: later stages skipped")
+            why = "time budget spent" if budget and budget.spent else "early stopping"
+            _say(quiet, f"Stopped after epoch {state['epoch']} ({why}): later stages skipped")
             break
     _write_state(run_dir, {**state, "complete": True})
     plot_history(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"))
@@ -259,6 +263,24 @@ def _recalibrate(setting: str | bool, pretrained: bool) -> bool:
     if setting in ("auto", None):
         return not pretrained
     return setting in (True, "true", "yes", "on")
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training, across stages, before an epoch would end past `seconds` of wall time (equal budgets
+    for comparisons). Why by hand: Keras has no wall-clock stopping callback."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.start, self.spent = seconds, time.perf_counter(), False
+        self._epoch_start = self.start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if now - self.start + (now - self._epoch_start) > self.seconds:
+            self.spent = self.model.stop_training = True
 
 
 class StageLog(keras.callbacks.Callback):

@@ -11,12 +11,11 @@ docs/training.md). Every option of `cxr train` applies; `--help` lists them.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
-from cxr_keras.train_cli import add_train_arguments, run_from_args
-from experiments.sample_data import sample_dataset
+from cxr_keras.train_cli import run_from_args
+from experiments.sample_data import parse_args
 
 CONFIG = ExperimentConfig(
     name="efficientnet_finetune",
@@ -34,15 +33,7 @@ SAMPLE = {"image_size": 128, "batch_size": 16, "epochs": [4, 6], "split_ratios":
 
 
 def main(argv: list[str] | None = None) -> str | None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.efficientnet_finetune",
-                                     description=__doc__.split("\n\n")[0])
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    if not (args.data_dir or args.config or args.resume):
-        args.data_dir = sample_dataset("binary", n_patients=120, size=SAMPLE["image_size"])
-        for key, value in SAMPLE.items():
-            if getattr(args, key) is None:
-                setattr(args, key, value)
+    args = parse_args("efficientnet_finetune", __doc__, argv, SAMPLE)
     run_dir = run_from_args(args, CONFIG)
     if run_dir:
         print(f"\nEverything of this run is in {os.path.abspath(run_dir)}:\n"

@@ -22,3 +22,25 @@ def sample_dataset(task: str = "binary", n_patients: int = 120, size: int = 128,
         open(done, "w").close()
         print(f"Wrote generated sample data ({task}, {n_patients} patients, {size} px) to {folder}")
     return folder
+
+
+def parse_args(prog: str, doc: str, argv: list[str] | None, sample: dict, task: str = "binary", extra=None):
+    """Parse the `cxr train` options; without --data-dir (or --config/--resume) point them at generated sample
+    data and apply `sample`'s small defaults (image_size, epochs...) wherever the command line is silent.
+    `extra(parser)` may add experiment-specific options."""
+    import argparse
+
+    from cxr_keras.train_cli import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{prog}", description=doc.split("\n\n")[0],
+                                     epilog="Without --data-dir it runs on generated sample data.")
+    add_train_arguments(parser)
+    if extra:
+        extra(parser)
+    args = parser.parse_args(argv)
+    if not (args.data_dir or args.config or args.resume):
+        args.data_dir = sample_dataset(task, n_patients=sample.get("patients", 120), size=sample["image_size"])
+        for key, value in sample.items():
+            if key != "patients" and getattr(args, key) is None:
+                setattr(args, key, value)
+    return args

@@ -43,11 +43,9 @@ def build_model(
     random (default 127.5, 127.5: pixels to -1..1). `bn_momentum`: BatchNormalization momentum of the backbone;
     default: the application's own with pretrained weights, 0.9 from scratch (see docs/training.md).
     """
-    entry = get_backbone(backbone)
+    entry = check_request(backbone, image_size)
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     n_outputs = _output_count(task, classes)
-    if min(height, width) < entry.min_size:
-        raise ValueError(f"{entry.name} needs images of at least {entry.min_size} px; got {height}x{width}")
     source = pretrained_application(entry, weights, (height, width, 3))
 
     inputs = keras.Input(shape=(height, width, 1), name="image")
@@ -65,6 +63,15 @@ def build_model(
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = momentum
     return model
+
+
+def check_request(backbone: str, image_size: int | tuple[int, int]) -> Backbone:
+    """The registry entry, once the backbone is known and the image size is at least its minimum."""
+    entry = get_backbone(backbone)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if min(height, width) < entry.min_size:
+        raise ValueError(f"{entry.name} needs images of at least {entry.min_size} px; got {height}x{width}")
+    return entry
 
 
 def _output_count(task: str, classes: list[str]) -> int:

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap confidence intervals, threshold sweeps and operating points."""
