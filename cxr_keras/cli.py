@@ -1,5 +1,5 @@
-"""The `cxr` command: `cxr train` trains a model, `cxr data-report` describes a dataset, `cxr synth` writes
-sample data."""
+"""The `cxr` command: `cxr train` trains a model, `cxr evaluate` measures one, `cxr data-report` describes a
+dataset, `cxr synth` writes sample data."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import sys
 from cxr_keras.data.verify import DEFAULT_MAX_PIXELS
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
     """The options that say where a dataset is and how to read it (shared by every command that reads data)."""
     from cxr_keras.data.sources import LAYOUTS
 
     group = parser.add_argument_group("data")
-    group.add_argument("data_dir", help="dataset root folder (or the images folder of a CSV dataset)")
+    group.add_argument("data_dir" if positional else "--data-dir",
+                       help="dataset root folder (or the images folder of a CSV dataset)")
     group.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
                        help="dataset layout (default: recognise it and say which)")
     group.add_argument("--csv", help="label CSV: NIH Data_Entry_2017*.csv or a generic path/labels CSV")
@@ -68,6 +69,53 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
+
+    if args.run:
+        results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed)
+        out = args.out or os.path.join(args.run, "evaluation")
+        for split, metrics in results.items():
+            print(f"{split}: {summary_line(metrics)}")
+        print(f"Threshold {results['val']['threshold']:.4f} ({results['val']['threshold_rule']}); wrote {out}/")
+        return 0
+    if not (args.model and args.data_dir):
+        print("error: give --run RUN_DIR, or --model MODEL and --data-dir DIR", file=sys.stderr)
+        return 2
+    args.out = args.out or "evaluation"
+    metrics = _evaluate_model(args)
+    print(summary_line(metrics))
+    print(f"Wrote {args.out}/metrics.json, report.md and figures")
+    return 0
+
+
+def _evaluate_model(args: argparse.Namespace) -> dict:
+    import json
+
+    import numpy as np
+
+    from cxr_keras.evaluate.evaluate import describe_model, predict_scores, truth, write_evaluation
+    from cxr_keras.models.saving import load_model
+
+    model, metadata = load_model(args.model, compile=False)
+    spec = describe_model(model, metadata, class_names=args.class_names, task=args.model_task,
+                          preprocess=args.preprocess, output=args.output)
+    if args.image_size:
+        spec.image_size = (args.image_size, args.image_size)
+    table = load_from_args(args)
+    threshold, how = spec.threshold, spec.threshold_rule
+    if args.threshold_from:
+        with open(args.threshold_from) as f:
+            threshold, how = json.load(f)["threshold"], f"from {args.threshold_from}"
+    if args.threshold is not None:
+        threshold, how = args.threshold, "given with --threshold"
+    y = truth(table, spec)
+    scores = predict_scores(model, table.paths, spec, args.batch_size)
+    if np.ndim(threshold) and spec.task == "binary":
+        raise ValueError("a binary model takes one threshold")
+    return write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.train_cli import run_from_args
@@ -94,7 +142,33 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
     report.set_defaults(func=cmd_data_report)
 
+    from cxr_keras.evaluate.evaluate import PREPROCESS
     from cxr_keras.train_cli import add_train_arguments
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics with CIs, threshold, figures and report.md for a model on a dataset",
+        description="Evaluate a run (--run: threshold chosen on its validation split, applied to its test split) "
+        "or any Keras classifier on a dataset (--model and --data-dir).")
+    evaluate.add_argument("--run", help="a run folder: evaluates its best.keras on its own val and test splits")
+    evaluate.add_argument("--rule", default="youden",
+                          help="threshold rule on validation: youden, f1, sensitivity:T or specificity:T")
+    evaluate.add_argument("--model", help="a .keras model (ours, or foreign with the options below)")
+    add_data_arguments(evaluate, positional=False)
+    evaluate.add_argument("--out", help="output folder (default: RUN/evaluation with --run, else ./evaluation)")
+    evaluate.add_argument("--threshold", type=float, help="decision threshold (default: the model's own)")
+    evaluate.add_argument("--threshold-from", help="a validation metrics.json whose threshold to apply")
+    evaluate.add_argument("--image-size", type=int, help="resize images to this (default: the model's input)")
+    evaluate.add_argument("--preprocess", choices=PREPROCESS,
+                          help="a foreign model's input: none (0..255), unit (0..1), tf (-1..1), torch, caffe")
+    evaluate.add_argument("--class-names", nargs="+", help="a foreign model's classes, in output order")
+    evaluate.add_argument("--model-task", choices=["binary", "multiclass", "multilabel"],
+                          help="a foreign model's task (default: from its output layer)")
+    evaluate.add_argument("--output", choices=["probabilities", "logits"],
+                          help="what the model outputs (default: from its final activation)")
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.set_defaults(func=cmd_evaluate)
 
     train = commands.add_parser("train", help="train a classifier: stages, callbacks, a run folder (see --help)",
                                 description="Train per the default config (EfficientNetB0, ImageNet weights when "

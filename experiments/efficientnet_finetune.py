@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
 from cxr_keras.train_cli import run_from_args
 from experiments.sample_data import parse_args
 
@@ -36,10 +37,14 @@ def main(argv: list[str] | None = None) -> str | None:
     args = parse_args("efficientnet_finetune", __doc__, argv, SAMPLE)
     run_dir = run_from_args(args, CONFIG)
     if run_dir:
+        print("\nEvaluating best.keras: threshold chosen on the validation split (Youden), applied to test")
+        for split, metrics in evaluate_run(run_dir).items():
+            print(f"  {split}: {summary_line(metrics)}")
         print(f"\nEverything of this run is in {os.path.abspath(run_dir)}:\n"
-              "  best.keras (+ best.json), history.csv, curves.png, splits.csv, config.json, tensorboard/\n"
-              "Evaluation on the held-out test split, Grad-CAM figures and the SavedModel/TFLite export are not "
-              "part of this toolkit yet (issues #4 and #5); the job stops after training.")
+              "  best.keras (+ best.json with the threshold), history.csv, curves.png, splits.csv, config.json,\n"
+              "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, ROC, PR, confusion, threshold sweep,\n"
+              "  reliability, failure examples)\n"
+              "Grad-CAM figures and the SavedModel/TFLite export are not part of this toolkit yet (issues #4 and #5).")
     return run_dir
 
 

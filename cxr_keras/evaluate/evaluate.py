@@ -1,0 +1,257 @@
+"""Evaluate a Keras classifier on a dataset: predictions, metrics.json, figures and report.md.
+
+Works on models made here (their `<model>.json` metadata says classes, task, input size and threshold) and on
+foreign `.keras` models, described by options: input size and channels from the model, `preprocess` (what the
+model expects its pixels to look like), class names, and whether it outputs probabilities or logits
+(detected from the final layer's activation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+
+from cxr_keras.data.pipeline import make_dataset
+from cxr_keras.data.table import ImageTable
+from cxr_keras.evaluate import plots
+from cxr_keras.evaluate.metrics import evaluate_scores, predictions
+from cxr_keras.evaluate.thresholds import operating_point, sweep
+from cxr_keras.io_utils import atomic_writer
+
+PREPROCESS = ("none", "unit", "tf", "torch", "caffe")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """How to feed a model and read its output."""
+
+    task: str
+    classes: list[str]
+    image_size: tuple[int, int]
+    channels: int = 1
+    preprocess: str = "none"
+    output: str = "probabilities"
+    threshold: float = 0.5
+    threshold_rule: str = "default 0.5"
+    positive_index: int = 1
+    two_column_binary: bool = False
+
+
+def describe_model(model: keras.Model, metadata: dict | None, *, class_names: list[str] | None = None,
+                   task: str | None = None, preprocess: str | None = None, output: str | None = None) -> ModelSpec:
+    """A ModelSpec from our metadata, else from the model's shapes, its last activation and the options."""
+    height, width, channels = model.input_shape[1:4]
+    units = model.output_shape[-1]
+    activation = _final_activation(model)
+    if metadata:
+        spec = ModelSpec(task=metadata["task"], classes=list(metadata["classes"]), image_size=(height, width),
+                         channels=channels, threshold=float(metadata.get("threshold", 0.5)),
+                         threshold_rule=metadata.get("threshold_rule", "default 0.5"))
+        if spec.task == "binary" and metadata.get("positive_class"):
+            spec.positive_index = spec.classes.index(metadata["positive_class"])
+    else:
+        inferred = task or ("multiclass" if activation == "softmax" and units > 2 else
+                            "binary" if units <= 2 else "multilabel")
+        classes = class_names or ([f"class_{k}" for k in range(max(units, 2))])
+        spec = ModelSpec(task=inferred, classes=classes, image_size=(height, width), channels=channels,
+                         two_column_binary=inferred == "binary" and units == 2)
+    if preprocess:
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}")
+        spec.preprocess = preprocess
+    spec.output = output or ("logits" if activation in ("linear", None) else "probabilities")
+    expected = 2 if spec.task == "binary" else units
+    if len(spec.classes) != expected:
+        raise ValueError(f"the model has {units} output(s) for {spec.task} data, but {len(spec.classes)} class "
+                         f"names were given ({spec.classes}); pass --class-names with {expected} names")
+    return spec
+
+
+def _final_activation(model: keras.Model) -> str | None:
+    layer = model.layers[-1]
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def _feed(images, spec: ModelSpec):
+    """Raw (B, H, W, 1) 0..255 pixels to what the model expects."""
+    x = keras.ops.repeat(images, 3, axis=-1) if spec.channels == 3 else images
+    if spec.preprocess == "unit":
+        return x / 255.0
+    if spec.preprocess in ("tf", "torch", "caffe"):
+        module = {"tf": keras.applications.mobilenet_v2, "torch": keras.applications.densenet,
+                  "caffe": keras.applications.resnet50}[spec.preprocess]
+        return module.preprocess_input(x)
+    return x
+
+
+def predict_scores(model: keras.Model, paths: list[str], spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
+    """Probabilities per image: (N,) of the positive class for binary models, (N, K) otherwise."""
+    dataset = make_dataset(paths, np.zeros((len(paths), 1)), spec.image_size, batch_size, cache=None)
+    outputs = np.concatenate([np.asarray(model(_feed(x, spec), training=False), dtype=np.float64)
+                              for x, _ in dataset])
+    if spec.output == "logits":
+        softmax = spec.task == "multiclass" or spec.two_column_binary
+        outputs = _softmax(outputs) if softmax else 1 / (1 + np.exp(-outputs))
+    if spec.task == "binary":
+        return outputs[:, spec.positive_index] if outputs.shape[1] == 2 else outputs[:, 0]
+    return outputs
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def truth(table: ImageTable, spec: ModelSpec) -> np.ndarray:
+    """The table's labels in the model's class order; an unknown class is an error, never a silent mislabel."""
+    unknown = sorted(set(table.classes) - set(spec.classes))
+    if unknown:
+        raise ValueError(f"the data has classes {unknown} that the model does not know (model classes: "
+                         f"{spec.classes}); pass --class-names in the model's output order")
+    labels = np.zeros((len(table), len(spec.classes)))
+    for k, name in enumerate(table.classes):
+        labels[:, spec.classes.index(name)] = table.labels[:, k]
+    return labels[:, spec.positive_index] if spec.task == "binary" else labels
+
+
+def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str) -> dict:
+    """An operating point on (validation) data from a rule such as 'youden', 'f1' or 'sensitivity:0.95'."""
+    name, _, target = rule.partition(":")
+    return operating_point(y, scores, name, float(target) if target else None).to_dict()
+
+
+def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
+                     threshold: float, threshold_rule: str, resamples: int = 1000, seed: int = 0) -> dict:
+    """metrics.json, figures and report.md for one set of predictions; returns the metrics."""
+    os.makedirs(out, exist_ok=True)
+    metrics = evaluate_scores(spec.task, spec.classes, y, scores, threshold, resamples, seed,
+                              positive_index=spec.positive_index)
+    metrics["threshold_rule"] = threshold_rule
+    paths = plots.figure_paths(out)
+    if spec.task == "binary":
+        columns = [(spec.classes[spec.positive_index], y, scores)]
+        point = {"threshold": threshold, "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"]}
+        plots.plot_roc(columns, paths["roc"], point)
+        plots.plot_threshold_sweep(sweep(y, scores), paths["threshold_sweep"], threshold)
+        labels = [spec.classes[1 - spec.positive_index], spec.classes[spec.positive_index]]
+        plots.plot_confusion(np.array(metrics["confusion_matrix"]), labels, paths["confusion"])
+    else:
+        columns = [(name, y[:, k], scores[:, k]) for k, name in enumerate(spec.classes)]
+        plots.plot_roc(columns, paths["roc"])
+        paths.pop("threshold_sweep")
+        if spec.task == "multiclass":
+            plots.plot_confusion(np.array(metrics["confusion_matrix"]), spec.classes, paths["confusion"])
+        else:
+            paths.pop("confusion")
+    plots.plot_pr(columns, paths["pr"])
+    plots.plot_reliability(metrics["reliability"], metrics["ece"], paths["reliability"])
+    plots.plot_per_class(metrics["per_class"], paths["per_class"])
+    metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"])
+    metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
+    with atomic_writer(os.path.join(out, "metrics.json")) as f:
+        json.dump(metrics, f, indent=2)
+    from cxr_keras.evaluate.report import write_report
+
+    write_report(metrics, os.path.join(out, "report.md"))
+    return metrics
+
+
+def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold: float,
+              path: str, count: int = 8) -> list[dict]:
+    """The most confident mistakes, drawn as a grid; returns their file names, truth and scores."""
+    if spec.task == "multiclass":
+        decided, actual = scores.argmax(axis=1), y.argmax(axis=1)
+        wrong = np.flatnonzero(decided != actual)
+        confidence = scores.max(axis=1)[wrong]
+        describe = lambda i: (spec.classes[actual[i]], spec.classes[decided[i]], float(scores[i].max()))  # noqa: E731
+    else:
+        s2, y2 = scores.reshape(len(scores), -1), y.reshape(len(y), -1)
+        pred = predictions("binary" if spec.task == "binary" else "multilabel", s2, threshold)
+        rows, cols = np.nonzero(pred != y2)
+        wrong = rows
+        confidence = np.abs(s2[rows, cols] - threshold)
+        names = [spec.classes[spec.positive_index]] if spec.task == "binary" else spec.classes
+        col_of = dict(zip(rows.tolist(), cols.tolist()))
+        describe = lambda i: (f"{names[col_of[i]]}={int(y2[i, col_of[i]])}",  # noqa: E731
+                              f"{names[col_of[i]]}={int(pred[i, col_of[i]])}", float(s2[i, col_of[i]]))
+    chosen = [int(i) for i in wrong[np.argsort(-confidence)][:count]]
+    chosen = list(dict.fromkeys(chosen))
+    entries = []
+    for i in chosen:
+        true, predicted, score = describe(i)
+        entries.append({"path": table.paths[i], "true": true, "predicted": predicted, "score": score})
+    if chosen:
+        images = make_dataset([table.paths[i] for i in chosen], np.zeros((len(chosen), 1)), spec.image_size,
+                              len(chosen), cache=None)
+        pixels = next(iter(images))[0].numpy()
+    else:
+        pixels = np.zeros((0, *spec.image_size, 1))
+    captions = [f"{os.path.basename(e['path'])}\ntrue {e['true']}, predicted {e['predicted']} ({e['score']:.2f})"
+                for e in entries]
+    plots.plot_failures(pixels, captions, path)
+    return entries
+
+
+def evaluate_run(run_dir: str, rule: str = "youden", out: str | None = None, resamples: int = 1000,
+                 seed: int = 0) -> dict[str, dict]:
+    """Evaluate a run's best.keras on its own splits: choose the threshold on validation by `rule`, apply it
+    unchanged to the test split, and write it into best.json so it travels with the model.
+
+    Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures); OUT defaults to RUN_DIR/evaluation.
+    """
+    from cxr_keras.config import ExperimentConfig
+    from cxr_keras.data.sources import load_dataset
+    from cxr_keras.data.splits import apply_saved_splits
+    from cxr_keras.models.saving import load_model, metadata_path
+
+    config = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+    d = config.data
+    table = apply_saved_splits(
+        load_dataset(d.data_dir, d.layout, d.csv, d.images_dir, classes=d.classes, task=d.task,
+                     patient_pattern=d.patient_pattern, path_column=d.path_column, labels_column=d.labels_column,
+                     delimiter=d.delimiter, max_pixels=d.max_pixels),
+        os.path.join(run_dir, "splits.csv"))
+    model_path = os.path.join(run_dir, "best.keras")
+    model, metadata = load_model(model_path, compile=False)
+    spec = describe_model(model, metadata)
+    out = out or os.path.join(run_dir, "evaluation")
+    results: dict[str, dict] = {}
+    val = table.split("val")
+    y_val, s_val = truth(val, spec), predict_scores(model, val.paths, spec, d.batch_size)
+    threshold, how = spec.threshold, spec.threshold_rule
+    if spec.task == "binary":
+        point = choose_threshold(y_val, s_val, rule)
+        threshold, how = point["threshold"], f"{point['rule']} on validation ({len(val)} images)"
+        metadata.update(threshold=threshold, threshold_rule=how, validation_operating_point=point)
+        with atomic_writer(metadata_path(model_path)) as f:
+            json.dump(metadata, f, indent=2)
+    results["val"] = write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
+                                      resamples, seed)
+    test = table.split("test")
+    if len(test):
+        results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
+                                           predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
+                                           resamples, seed)
+    return results
+
+
+def summary_line(metrics: dict) -> str:
+    """One line: AUC with CI and, for binary data, sensitivity and specificity with theirs."""
+    parts = [f"ROC-AUC {_ci(metrics, 'roc_auc')}"]
+    if metrics["task"] == "binary":
+        parts += [f"sensitivity {_ci(metrics, 'sensitivity')}", f"specificity {_ci(metrics, 'specificity')}"]
+    parts.append(f"accuracy {metrics['accuracy']:.3f}")
+    return f"{metrics['n_images']} images: " + ", ".join(parts)
+
+
+def _ci(metrics: dict, key: str) -> str:
+    ci = metrics["ci"].get(key)
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"

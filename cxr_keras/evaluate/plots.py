@@ -1,0 +1,143 @@
+"""Evaluation figures (matplotlib, PNG, written atomically): ROC with a bootstrap band, PR, confusion matrices,
+threshold sweep, reliability diagram, per-class bars, and a grid of the most confident mistakes."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from cxr_keras.evaluate.metrics import bootstrap_weights  # noqa: E402
+from cxr_keras.io_utils import atomic_writer  # noqa: E402
+
+GRID = np.linspace(0, 1, 101)
+
+
+def save(fig, path: str) -> str:
+    with atomic_writer(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def roc_band(y: np.ndarray, s: np.ndarray, resamples: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """2.5% and 97.5% bootstrap quantiles of sensitivity on a grid of 1 - specificity."""
+    curves = []
+    for w in bootstrap_weights(len(y), resamples, seed):
+        keep = w > 0
+        if 0 < y[keep].sum() < keep.sum():
+            fpr, tpr, _ = skm.roc_curve(y[keep], s[keep], sample_weight=w[keep])
+            curves.append(np.interp(GRID, fpr, tpr))
+    curves = np.array(curves)
+    return np.quantile(curves, 0.025, axis=0), np.quantile(curves, 0.975, axis=0)
+
+
+def plot_roc(columns: list[tuple[str, np.ndarray, np.ndarray]], path: str, point: dict | None = None) -> str:
+    """ROC per column (name, truth, scores), with a 95% bootstrap band when there is one column."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    for name, y, s in columns:
+        if 0 < y.sum() < len(y):
+            fpr, tpr, _ = skm.roc_curve(y, s)
+            ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(y, s):.3f})")
+            if len(columns) == 1:
+                low, high = roc_band(y, s)
+                ax.fill_between(GRID, low, high, alpha=0.25, label="95% bootstrap band")
+    if point:
+        ax.plot(1 - point["specificity"], point["sensitivity"], "ko", label=f"threshold {point['threshold']:.3f}")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right")
+    return save(fig, path)
+
+
+def plot_pr(columns: list[tuple[str, np.ndarray, np.ndarray]], path: str) -> str:
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    for name, y, s in columns:
+        if 0 < y.sum() < len(y):
+            precision, recall, _ = skm.precision_recall_curve(y, s)
+            ax.plot(recall, precision, label=f"{name} (AP {skm.average_precision_score(y, s):.3f})")
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall", xlim=(0, 1),
+           ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower left")
+    return save(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, labels: list[str], path: str) -> str:
+    """Counts and row-normalised rates side by side."""
+    matrix = np.asarray(matrix)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    for ax, values, title, fmt in ((axes[0], matrix, "counts", "d"), (axes[1], normalised, "row-normalised", ".2f")):
+        ax.imshow(values, cmap="Blues")
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, format(v, fmt), ha="center", va="center",
+                    color="white" if values[i, j] > values.max() / 2 else "black")
+        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+               xlabel="predicted", ylabel="true", title=title)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_threshold_sweep(table: dict, path: str, threshold: float | None = None) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    t = table["threshold"]
+    for key in ("sensitivity", "specificity", "ppv", "npv", "f1"):
+        ax.plot(t, table[key], label=key)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", label=f"operating point {threshold:.3f}")
+    ax.set(xlabel="threshold (positive when score >= threshold)", ylim=(0, 1.01), xlim=(0, 1), title="Threshold sweep")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def plot_reliability(curve: dict, ece: float, path: str) -> str:
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")
+    ax.plot(curve["confidence"], curve["frequency"], "o-", label=f"model (ECE {ece:.3f})")
+    ax.set(xlabel="predicted probability", ylabel="observed frequency", title="Reliability", xlim=(0, 1),
+           ylim=(0, 1.01))
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def plot_per_class(per_class: dict, path: str) -> str:
+    names = list(per_class)
+    keys = ("sensitivity", "specificity", "precision", "f1")
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(names)), 3.8))
+    x = np.arange(len(names))
+    for i, key in enumerate(keys):
+        ax.bar(x + (i - 1.5) * 0.2, [per_class[n][key] for n in names], width=0.2, label=key)
+    ax.set(xticks=x, xticklabels=names, ylim=(0, 1.05), title="Per class")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    ax.legend(fontsize=7, ncol=4, loc="lower center")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_failures(images: np.ndarray, captions: list[str], path: str, columns: int = 4) -> str:
+    """A grid of images (N, H, W, 1) with a caption each: the most confident mistakes."""
+    n = max(1, len(images))
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, caption in zip(axes.ravel(), images, captions):
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=7)
+    if len(images) == 0:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def figure_paths(out: str) -> dict[str, str]:
+    names = ("roc", "pr", "confusion", "threshold_sweep", "reliability", "per_class", "failures")
+    return {name: os.path.join(out, f"{name}.png") for name in names}

@@ -1,0 +1,50 @@
+"""report.md: the metrics of an evaluation as tables, with links to its figures."""
+
+from __future__ import annotations
+
+from cxr_keras.io_utils import atomic_writer
+
+
+def _with_ci(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    ci = metrics.get("ci", {}).get(key)
+    return f"{value:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if ci else f"{value:.3f}"
+
+
+def format_report(metrics: dict) -> str:
+    level = int(round(100 * metrics["ci"]["level"]))
+    lines = [f"# Evaluation: {metrics['task']}, {metrics['n_images']} images", "",
+             f"Classes: {', '.join(metrics['classes'])}. Threshold {metrics['threshold']} "
+             f"({metrics.get('threshold_rule', '')}). Intervals: {level}% bootstrap, "
+             f"{metrics['ci']['resamples']} resamples, seed {metrics['ci']['seed']}.", "",
+             "| metric | value |", "|---|---|",
+             f"| ROC-AUC | {_with_ci(metrics, 'roc_auc')} |"]
+    for key in ("sensitivity", "specificity", "f1", "ppv", "npv"):
+        if key in metrics:
+            lines.append(f"| {key} | {_with_ci(metrics, key)} |")
+    for key in ("pr_auc", "accuracy", "balanced_accuracy", "hamming_accuracy", "roc_auc_micro", "brier", "ece"):
+        if metrics.get(key) is not None:
+            lines.append(f"| {key.replace('_', ' ')} | {metrics[key]:.3f} |")
+    lines += ["", "## Per class", "", "| class | support | sensitivity | specificity | precision | F1 | ROC-AUC |",
+              "|---|---|---|---|---|---|---|"]
+    for name, row in metrics["per_class"].items():
+        auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
+        lines.append(f"| {name} | {row['support']} | {row['sensitivity']:.3f} | {row['specificity']:.3f} | "
+                     f"{row['precision']:.3f} | {row['f1']:.3f} | {auc} |")
+    lines += ["", "| average | precision | recall | specificity | F1 |", "|---|---|---|---|---|"]
+    for name, row in metrics["averages"].items():
+        lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['specificity']:.3f} | "
+                     f"{row['f1']:.3f} |")
+    if metrics.get("failures"):
+        lines += ["", "## Most confident mistakes", "", "| file | true | predicted | score |", "|---|---|---|---|"]
+        lines += [f"| {f['path']} | {f['true']} | {f['predicted']} | {f['score']:.3f} |" for f in metrics["failures"]]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{name}]({path})" for name, path in metrics.get("figures", {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(metrics: dict, path: str) -> None:
+    with atomic_writer(path) as f:
+        f.write(format_report(metrics))

@@ -1,0 +1,103 @@
+"""`cxr evaluate`: runs made here (threshold chosen on val, applied to test) and foreign Keras models."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from helpers import write_blob_dataset
+from sklearn.metrics import roc_auc_score
+
+from cxr_keras.cli import main
+from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+from cxr_keras.data.sources import load_dataset
+from cxr_keras.data.splits import apply_saved_splits
+from cxr_keras.evaluate.evaluate import describe_model, evaluate_run, predict_scores, truth
+from cxr_keras.models.saving import load_model
+from cxr_keras.train import run_experiment
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    return write_blob_dataset(str(tmp_path_factory.mktemp("eval") / "data"), n_per_class=40, size=32, seed=5)
+
+
+@pytest.fixture(scope="module")
+def run_dir(blobs, tmp_path_factory):
+    config = ExperimentConfig(
+        name="eval", runs_dir=str(tmp_path_factory.mktemp("runs")),
+        data=DataConfig(data_dir=blobs, image_size=32, batch_size=16, split_ratios=(0.6, 0.2, 0.2), augment="none"),
+        model=ModelConfig(backbone="baseline", weights="none"),
+        train=TrainConfig(stages=[StageConfig(epochs=2, trainable="all")], tensorboard=False))
+    return run_experiment(config, quiet=True)
+
+
+def test_run_evaluation_chooses_the_threshold_on_val_and_applies_it_to_test(run_dir, capsys):
+    assert main(["evaluate", "--run", run_dir, "--rule", "sensitivity:0.9", "--resamples", "200"]) == 0
+    assert "test: 16 images: ROC-AUC" in capsys.readouterr().out
+    out = os.path.join(run_dir, "evaluation")
+    val = json.load(open(os.path.join(out, "val", "metrics.json")))
+    test = json.load(open(os.path.join(out, "test", "metrics.json")))
+    best = json.load(open(os.path.join(run_dir, "best.json")))
+    assert val["sensitivity"] >= 0.9 and test["threshold"] == val["threshold"] == best["threshold"]
+    assert best["threshold_rule"].startswith("sensitivity>=0.9 on validation")
+    for key in ("task", "classes", "n_images", "roc_auc", "accuracy", "threshold", "sensitivity", "specificity",
+                "per_class", "confusion_matrix", "ci"):
+        assert key in test, key
+    for name in ("metrics.json", "report.md", "roc.png", "pr.png", "confusion.png", "threshold_sweep.png",
+                 "reliability.png", "per_class.png", "failures.png"):
+        assert os.path.getsize(os.path.join(out, "test", name)) > 0, name
+
+    # the figures in metrics.json are scikit-learn's on the model's own predictions
+    model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    table = apply_saved_splits(load_dataset(config["data"]["data_dir"]), os.path.join(run_dir, "splits.csv"))
+    part = table.split("test")
+    spec = describe_model(model, metadata)
+    y, scores = truth(part, spec), predict_scores(model, part.paths, spec)
+    assert test["roc_auc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-9)
+    decided = scores >= test["threshold"]
+    assert test["sensitivity"] == pytest.approx(decided[y == 1].mean(), abs=1e-9)
+
+
+def foreign_model(path, logits: bool):
+    """The commonest transfer-learning pattern: a nested backbone, 0..1 inputs, a 2-way softmax (or logits)."""
+    inputs = keras.Input((32, 32, 3))
+    backbone = keras.Sequential([keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D()],
+                                name="backbone")
+    outputs = keras.layers.Dense(2, activation=None if logits else "softmax")(backbone(inputs))
+    model = keras.Model(inputs, outputs)
+    model.save(path)
+    return model
+
+
+@pytest.mark.parametrize("logits", [False, True])
+def test_a_foreign_two_output_model_is_evaluated_as_binary(blobs, tmp_path, logits, capsys):
+    path = str(tmp_path / "foreign.keras")
+    model = foreign_model(path, logits)
+    out = str(tmp_path / "out")
+    assert main(["evaluate", "--model", path, "--data-dir", blobs, "--preprocess", "unit", "--class-names",
+                 "NORMAL", "PNEUMONIA", "--out", out, "--resamples", "100"]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["task"] == "binary" and metrics["n_images"] == 80
+
+    table = load_dataset(blobs)
+    x = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode="grayscale")) for p in table.paths])
+    raw = np.asarray(model(np.repeat(x, 3, axis=-1) / 255.0))
+    probability = (np.exp(raw) / np.exp(raw).sum(1, keepdims=True))[:, 1] if logits else raw[:, 1]
+    y = table.labels[:, table.classes.index("PNEUMONIA")]
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, probability), abs=1e-6)
+
+
+def test_class_mismatch_is_refused(blobs, tmp_path, capsys):
+    path = str(tmp_path / "foreign.keras")
+    foreign_model(path, logits=False)
+    assert main(["evaluate", "--model", path, "--data-dir", blobs, "--class-names", "normal", "covid",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "the data has classes ['NORMAL', 'PNEUMONIA'] that the model does not know" in capsys.readouterr().err
+
+
+def test_evaluate_run_returns_val_and_test(run_dir, tmp_path):
+    results = evaluate_run(run_dir, "youden", str(tmp_path / "again"), resamples=50)
+    assert set(results) == {"val", "test"} and results["val"]["threshold_rule"].startswith("youden")
