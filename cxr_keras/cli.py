@@ -1,5 +1,5 @@
-"""The `cxr` command: `cxr train` trains a model, `cxr evaluate` measures one, `cxr data-report` describes a
-dataset, `cxr synth` writes sample data."""
+"""The `cxr` command: `cxr train` trains a model, `cxr evaluate` measures one, `cxr gradcam` explains its
+predictions, `cxr data-report` describes a dataset, `cxr synth` writes sample data."""
 
 from __future__ import annotations
 
@@ -116,6 +116,36 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
     return write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed)
 
 
+def cmd_gradcam(args: argparse.Namespace) -> int:
+    from cxr_keras.evaluate.gradcam import explain
+
+    paths = _image_paths(args.images)
+    if not paths:
+        print(f"error: no images found in {args.images}", file=sys.stderr)
+        return 2
+    summary = explain(args.model, paths, args.out, args.method, args.layer, args.class_index, args.masks,
+                      args.batch_size, args.preprocess, args.class_names, args.figures)
+    print(f"{summary['method']} on layer {summary['layer']} for {summary['n_images']} images -> {args.out}/")
+    if "pointing_game" in summary:
+        print(f"pointing game: {summary['pointing_game']}")
+    return 0
+
+
+def _image_paths(items: list[str]) -> list[str]:
+    """Files as given, and image files found recursively under folders, in sorted order."""
+    extensions = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
+    paths = []
+    for item in items:
+        if os.path.isdir(item):
+            for folder, _, files in sorted(os.walk(item)):
+                if os.sep + "masks" in folder:
+                    continue  # the synthetic data's lesion masks are not images to explain
+                paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(extensions)]
+        else:
+            paths.append(item)
+    return paths
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.train_cli import run_from_args
@@ -169,6 +199,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    from cxr_keras.evaluate.gradcam import METHODS
+
+    gradcam = commands.add_parser("gradcam", help="Grad-CAM heat maps, figures and the pointing game",
+                                  description="Grad-CAM / Grad-CAM++ for a .keras model (flat or nested backbone).")
+    gradcam.add_argument("--model", required=True, help="a .keras model")
+    gradcam.add_argument("--images", nargs="+", required=True, help="image files and/or folders (recursive)")
+    gradcam.add_argument("--out", default="gradcam", help="output folder (default ./gradcam)")
+    gradcam.add_argument("--method", choices=METHODS, default="gradcam")
+    gradcam.add_argument("--layer", help="conv layer to explain (nested: outer/inner); default: the last 4-D one")
+    gradcam.add_argument("--class-index", type=int, help="explain this class (default: the predicted one)")
+    gradcam.add_argument("--masks", action="store_true",
+                         help="pointing game against lesion masks beside the images (<class>/masks/<finding>/)")
+    gradcam.add_argument("--figures", type=int, default=24, help="per-image figures to draw (default 24)")
+    gradcam.add_argument("--preprocess", choices=PREPROCESS, help="a foreign model's input (see evaluate)")
+    gradcam.add_argument("--class-names", nargs="+", help="a foreign model's classes, in output order")
+    gradcam.add_argument("--batch-size", type=int, default=16)
+    gradcam.set_defaults(func=cmd_gradcam)
 
     train = commands.add_parser("train", help="train a classifier: stages, callbacks, a run folder (see --help)",
                                 description="Train per the default config (EfficientNetB0, ImageNet weights when "

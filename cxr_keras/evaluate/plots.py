@@ -141,3 +141,34 @@ def plot_failures(images: np.ndarray, captions: list[str], path: str, columns: i
 def figure_paths(out: str) -> dict[str, str]:
     names = ("roc", "pr", "confusion", "threshold_sweep", "reliability", "per_class", "failures")
     return {name: os.path.join(out, f"{name}.png") for name in names}
+
+
+def plot_gradcam(image: np.ndarray, cam: np.ndarray, title: str, path: str) -> str:
+    """Original | heat map | overlay, with a colour bar."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    axes[0].imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("image")
+    heat = axes[1].imshow(cam, cmap="jet", vmin=0, vmax=1)
+    axes[1].set_title("Grad-CAM")
+    axes[2].imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    axes[2].imshow(cam, cmap="jet", vmin=0, vmax=1, alpha=0.4)
+    axes[2].set_title("overlay")
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(heat, ax=axes, fraction=0.025, pad=0.02)
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
+def plot_contact_sheet(images: np.ndarray, cams: np.ndarray, captions: list[str], path: str, columns: int = 6) -> str:
+    """Overlays of many images on one page."""
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, cam, caption in zip(axes.ravel(), images, cams, captions):
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        ax.imshow(cam, cmap="jet", vmin=0, vmax=1, alpha=0.4)
+        ax.set_title(caption, fontsize=6)
+    fig.tight_layout()
+    return save(fig, path)

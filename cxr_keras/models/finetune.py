@@ -123,7 +123,7 @@ def recalibrate_batchnorm(model: keras.Model, dataset: tf.data.Dataset, batches:
         for images, *_ in dataset.take(batches):
             forward(images)
             for total, layer in zip(sums, layers):
-                total += [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
+                total += [keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)]
             seen += 1
     finally:
         for layer, momentum in zip(layers, momenta):

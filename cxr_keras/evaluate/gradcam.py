@@ -1,0 +1,211 @@
+"""Grad-CAM and Grad-CAM++ for this toolkit's flat models and for foreign models with a nested backbone.
+
+Most Grad-CAM code builds `Model(model.input, [conv_layer.output, model.output])`, which fails with "Graph
+disconnected" when the conv layer lives inside a nested sub-model (the commonest Keras transfer-learning
+pattern). Here the outer model is re-run layer by layer with the nested backbone replaced by a copy that also
+returns the conv output, so both kinds work. Outer models must be a chain (each layer takes the previous
+layer's output), which that pattern is; our flat models need no rewiring at all.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+METHODS = ("gradcam", "gradcam++")
+
+
+def find_conv_layer(model: keras.Model) -> list[str]:
+    """Path of layer names to the last layer with a 4-D output, looking inside nested models too:
+    ["top_activation"] for a flat model, ["efficientnetb0", "top_activation"] for a nested one."""
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.Model):
+            try:
+                return [layer.name, *find_conv_layer(layer)]
+            except ValueError:
+                continue
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(layer.output.shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+            return [layer.name]
+    raise ValueError(f"model {model.name} has no layer with a 4-D (convolutional) output: Grad-CAM needs one")
+
+
+def _resolve(model: keras.Model, layer: str | None) -> list[str]:
+    if layer is None:
+        return find_conv_layer(model)
+    path = layer.split("/")
+    node = model
+    for name in path:
+        try:
+            node = node.get_layer(name)
+        except ValueError:
+            raise ValueError(f"no layer {name!r} in {node.name} (for --layer {layer!r}); nested layers are "
+                             "written outer/inner") from None
+    if len(node.output.shape) != 4:
+        raise ValueError(f"layer {layer} has a {len(node.output.shape)}-D output; Grad-CAM needs a 4-D conv output")
+    return path
+
+
+def gradient_model(model: keras.Model, layer: str | None = None):
+    """A callable x -> (conv output, predictions), for flat and nested models; and the layer path used."""
+    path = _resolve(model, layer)
+    if len(path) == 1:
+        return keras.Model(model.inputs, [model.get_layer(path[0]).output, model.output]), path
+    nested = model.get_layer(path[0])
+    inner, _ = gradient_model(nested, "/".join(path[1:]))
+
+    def forward(x, training=False):
+        features = None
+        for item in model.layers:
+            if isinstance(item, keras.layers.InputLayer):
+                continue
+            if item is nested:
+                features, x = inner(x, training=training)
+            else:
+                x = item(x, training=training)
+        return features, x
+
+    return forward, path
+
+
+def class_scores(predictions, class_index: np.ndarray):
+    """The score each image is explained for: the probability of its class (1 - p for class 0 of a sigmoid)."""
+    if predictions.shape[-1] == 1:
+        p = predictions[:, 0]
+        return tf.where(tf.constant(class_index) == 1, p, 1.0 - p)
+    return tf.gather(predictions, class_index, axis=1, batch_dims=1)
+
+
+def compute_cams(model: keras.Model, images: np.ndarray, method: str = "gradcam", layer: str | None = None,
+                 class_index: int | None = None, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heat maps (N, H, W) in 0..1 at the input size, the explained class per image and the predictions.
+
+    `class_index` None explains the predicted class (binary sigmoid: 1 when p >= 0.5).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    forward, _ = gradient_model(model, layer)
+    cams, explained, outputs = [], [], []
+    for start in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(images[start : start + batch_size], dtype=tf.float32)
+        cam, index, predictions = _batch(forward, x, method, class_index)
+        cams.append(cam)
+        explained.append(index)
+        outputs.append(predictions)
+    return np.concatenate(cams), np.concatenate(explained), np.concatenate(outputs)
+
+
+def _batch(forward, x, method: str, class_index: int | None):
+    with tf.GradientTape(persistent=method == "gradcam++") as tape:
+        features, predictions = forward(x, training=False)
+        predictions = tf.convert_to_tensor(predictions)
+        n_out = predictions.shape[-1]
+        if class_index is None:
+            index = (predictions[:, 0] >= 0.5).numpy().astype(int) if n_out == 1 else predictions.numpy().argmax(1)
+        else:
+            if not 0 <= class_index < max(n_out, 2):
+                raise ValueError(f"class index {class_index} is out of range for a model with {n_out} output(s)")
+            index = np.full(len(x), class_index)
+        score = class_scores(predictions, index)
+    grads = tape.gradient(score, features)
+    if method == "gradcam":
+        weights = tf.reduce_mean(grads, axis=(1, 2))
+    else:  # Grad-CAM++ (Chattopadhay et al. 2018), with the usual exponential-score closed form
+        g2, g3 = grads**2, grads**3
+        denominator = 2 * g2 + tf.reduce_sum(features, axis=(1, 2), keepdims=True) * g3
+        alpha = tf.math.divide_no_nan(g2, denominator)
+        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
+    cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))
+    cam = tf.image.resize(cam[..., None], x.shape[1:3], method="bilinear")[..., 0]
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    cam = tf.math.divide_no_nan(cam, peak)
+    return cam.numpy(), index, predictions.numpy()
+
+
+def pointing_game(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image: whether the heat map's peak falls inside the lesion mask ("hit"), and the share of the map's
+    energy inside it. Images with an empty mask are left out (NaN)."""
+    cams, masks = np.asarray(cams, dtype=float), np.asarray(masks, dtype=bool)
+    flat = cams.reshape(len(cams), -1)
+    peak = flat.argmax(axis=1)
+    has_lesion = masks.reshape(len(masks), -1).any(axis=1)
+    hit = masks.reshape(len(masks), -1)[np.arange(len(cams)), peak].astype(float)
+    total = flat.sum(axis=1)
+    inside = (flat * masks.reshape(len(masks), -1)).sum(axis=1)
+    energy = np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
+    return {"hit": np.where(has_lesion, hit, np.nan), "energy": np.where(has_lesion, energy, np.nan)}
+
+
+def _probabilities(predictions: np.ndarray, output: str) -> np.ndarray:
+    """(N, K) class probabilities from model outputs (a single sigmoid becomes two columns)."""
+    p = np.asarray(predictions, dtype=float)
+    if output == "logits":
+        p = 1 / (1 + np.exp(-p)) if p.shape[1] == 1 else np.exp(p - p.max(1, keepdims=True))
+        p = p if p.shape[1] == 1 else p / p.sum(1, keepdims=True)
+    return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
+
+
+def lesion_mask(image_path: str, size: tuple[int, int]) -> np.ndarray | None:
+    """The union of the synthetic data's lesion masks for an image (`<class>/masks/<finding>/<name>`), resized
+    to `size`; None when the image has none."""
+    import glob
+    import os
+
+    from PIL import Image
+
+    folder, name = os.path.split(image_path)
+    pattern = os.path.join(os.path.dirname(folder), "masks", "*", name)
+    masks = [np.asarray(Image.open(p).convert("L").resize(size[::-1], Image.NEAREST)) > 127
+             for p in sorted(glob.glob(pattern))]
+    return np.any(masks, axis=0) if masks else None
+
+
+def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam", layer: str | None = None,
+            class_index: int | None = None, masks: bool = False, batch_size: int = 16, preprocess: str | None = None,
+            class_names: list[str] | None = None, figures: int = 24) -> dict:
+    """Grad-CAM for `paths`: per-image figures (the first `figures`), a contact sheet, the raw maps (.npy) and,
+    with `masks`, the pointing game against the lesion masks. Returns the summary written to gradcam.json."""
+    import json
+    import os
+
+    from cxr_keras.data.pipeline import make_dataset
+    from cxr_keras.evaluate import plots
+    from cxr_keras.evaluate.evaluate import _feed, describe_model
+    from cxr_keras.io_utils import atomic_writer
+    from cxr_keras.models.saving import load_model
+
+    model, metadata = load_model(model_path, compile=False)
+    spec = describe_model(model, metadata, class_names=class_names, preprocess=preprocess)
+    raw = np.concatenate([x.numpy() for x, _ in make_dataset(paths, np.zeros((len(paths), 1)), spec.image_size,
+                                                              batch_size, cache=None)])
+    fed = np.asarray(_feed(tf.constant(raw), spec))
+    cams, explained, predictions = compute_cams(model, fed, method, layer, class_index, batch_size)
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "cams.npy"), cams.astype(np.float32))
+    names = spec.classes
+    probabilities = _probabilities(predictions, spec.output)
+    captions = []
+    for i, path in enumerate(paths):
+        k = int(explained[i])
+        p = probabilities[i, k]
+        captions.append(f"{os.path.basename(path)}: {names[k]} {p:.2f}")
+        if i < figures:
+            plots.plot_gradcam(raw[i], cams[i], f"{method}, {captions[-1]}",
+                               os.path.join(out, f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.png"))
+    plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
+    summary: dict = {"method": method, "layer": "/".join(_resolve(model, layer)), "n_images": len(paths),
+                     "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
+    if masks:
+        found = [lesion_mask(p, spec.image_size) for p in paths]
+        with_mask = [i for i, m in enumerate(found) if m is not None and m.any()]
+        if with_mask:
+            result = pointing_game(cams[with_mask], np.stack([found[i] for i in with_mask]))
+            summary["pointing_game"] = {"images_with_lesion": len(with_mask),
+                                        "hit_rate": float(np.mean(result["hit"])),
+                                        "energy_inside": float(np.mean(result["energy"]))}
+        else:
+            summary["pointing_game"] = {"images_with_lesion": 0}
+    with atomic_writer(os.path.join(out, "gradcam.json")) as f:
+        json.dump(summary, f, indent=2)
+    return summary
