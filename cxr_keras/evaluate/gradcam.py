@@ -9,6 +9,8 @@ layer's output), which that pattern is; our flat models need no rewiring at all.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -69,12 +71,49 @@ def gradient_model(model: keras.Model, layer: str | None = None):
     return forward, path
 
 
-def class_scores(predictions, class_index: np.ndarray):
+def class_scores(predictions, class_index):
     """The score each image is explained for: the probability of its class (1 - p for class 0 of a sigmoid)."""
     if predictions.shape[-1] == 1:
         p = predictions[:, 0]
-        return tf.where(tf.constant(class_index) == 1, p, 1.0 - p)
+        return tf.where(class_index == 1, p, 1.0 - p)
     return tf.gather(predictions, class_index, axis=1, batch_dims=1)
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cam_function(model: keras.Model, layer: str | None, method: str):
+    """A compiled (x, class_index) -> (maps, explained class, predictions) step, cached per model and layer."""
+    cache = _COMPILED.setdefault(model, {})
+    if (layer, method) in cache:
+        return cache[(layer, method)]
+    forward, _ = gradient_model(model, layer)
+
+    @tf.function(reduce_retracing=True)
+    def step(x, class_index):
+        with tf.GradientTape() as tape:
+            features, predictions = forward(x, training=False)
+            predictions = tf.cast(predictions, tf.float32)
+            if predictions.shape[-1] == 1:
+                predicted = tf.cast(predictions[:, 0] >= 0.5, tf.int32)
+            else:
+                predicted = tf.argmax(predictions, axis=1, output_type=tf.int32)
+            index = tf.where(class_index < 0, predicted, class_index)
+            score = class_scores(predictions, index)
+        grads = tape.gradient(score, features)
+        if method == "gradcam":
+            weights = tf.reduce_mean(grads, axis=(1, 2))
+        else:  # Grad-CAM++ (Chattopadhay et al. 2018), with the usual exponential-score closed form
+            g2, g3 = grads**2, grads**3
+            denominator = 2 * g2 + tf.reduce_sum(features, axis=(1, 2), keepdims=True) * g3
+            alpha = tf.math.divide_no_nan(g2, denominator)
+            weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
+        cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))
+        cam = tf.image.resize(cam[..., None], tf.shape(x)[1:3], method="bilinear")[..., 0]
+        return tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True)), index, predictions
+
+    cache[(layer, method)] = step
+    return step
 
 
 def compute_cams(model: keras.Model, images: np.ndarray, method: str = "gradcam", layer: str | None = None,
@@ -85,42 +124,20 @@ def compute_cams(model: keras.Model, images: np.ndarray, method: str = "gradcam"
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    forward, _ = gradient_model(model, layer)
+    _resolve(model, layer)
+    n_out = model.output_shape[-1]
+    if class_index is not None and not 0 <= class_index < max(n_out, 2):
+        raise ValueError(f"class index {class_index} is out of range for a model with {n_out} output(s)")
+    step = _cam_function(model, layer, method)
     cams, explained, outputs = [], [], []
     for start in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(images[start : start + batch_size], dtype=tf.float32)
-        cam, index, predictions = _batch(forward, x, method, class_index)
-        cams.append(cam)
-        explained.append(index)
-        outputs.append(predictions)
+        wanted = tf.fill([tf.shape(x)[0]], -1 if class_index is None else int(class_index))
+        cam, index, predictions = step(x, wanted)
+        cams.append(cam.numpy())
+        explained.append(index.numpy())
+        outputs.append(predictions.numpy())
     return np.concatenate(cams), np.concatenate(explained), np.concatenate(outputs)
-
-
-def _batch(forward, x, method: str, class_index: int | None):
-    with tf.GradientTape(persistent=method == "gradcam++") as tape:
-        features, predictions = forward(x, training=False)
-        predictions = tf.convert_to_tensor(predictions)
-        n_out = predictions.shape[-1]
-        if class_index is None:
-            index = (predictions[:, 0] >= 0.5).numpy().astype(int) if n_out == 1 else predictions.numpy().argmax(1)
-        else:
-            if not 0 <= class_index < max(n_out, 2):
-                raise ValueError(f"class index {class_index} is out of range for a model with {n_out} output(s)")
-            index = np.full(len(x), class_index)
-        score = class_scores(predictions, index)
-    grads = tape.gradient(score, features)
-    if method == "gradcam":
-        weights = tf.reduce_mean(grads, axis=(1, 2))
-    else:  # Grad-CAM++ (Chattopadhay et al. 2018), with the usual exponential-score closed form
-        g2, g3 = grads**2, grads**3
-        denominator = 2 * g2 + tf.reduce_sum(features, axis=(1, 2), keepdims=True) * g3
-        alpha = tf.math.divide_no_nan(g2, denominator)
-        weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
-    cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))
-    cam = tf.image.resize(cam[..., None], x.shape[1:3], method="bilinear")[..., 0]
-    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-    cam = tf.math.divide_no_nan(cam, peak)
-    return cam.numpy(), index, predictions.numpy()
 
 
 def pointing_game(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
