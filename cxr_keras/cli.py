@@ -124,7 +124,7 @@ def cmd_gradcam(args: argparse.Namespace) -> int:
         print(f"error: no images found in {args.images}", file=sys.stderr)
         return 2
     summary = explain(args.model, paths, args.out, args.method, args.layer, args.class_index, args.masks,
-                      args.batch_size, args.preprocess, args.class_names, args.figures)
+                      args.batch_size, args.preprocess, args.class_names, args.figures, args.boxes, args.box_finding)
     print(f"{summary['method']} on layer {summary['layer']} for {summary['n_images']} images -> {args.out}/")
     if "pointing_game" in summary:
         print(f"pointing game: {summary['pointing_game']}")
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     gradcam.add_argument("--class-index", type=int, help="explain this class (default: the predicted one)")
     gradcam.add_argument("--masks", action="store_true",
                          help="pointing game against lesion masks beside the images (<class>/masks/<finding>/)")
+    gradcam.add_argument("--boxes", help="pointing game against boxes: NIH BBox_List_2017.csv(.gz), by file name")
+    gradcam.add_argument("--box-finding", help="only the boxes of this finding (e.g. Pneumonia)")
     gradcam.add_argument("--figures", type=int, default=24, help="per-image figures to draw (default 24)")
     gradcam.add_argument("--preprocess", choices=PREPROCESS, help="a foreign model's input (see evaluate)")
     gradcam.add_argument("--class-names", nargs="+", help="a foreign model's classes, in output order")

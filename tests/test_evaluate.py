@@ -101,3 +101,20 @@ def test_class_mismatch_is_refused(blobs, tmp_path, capsys):
 def test_evaluate_run_returns_val_and_test(run_dir, tmp_path):
     results = evaluate_run(run_dir, "youden", str(tmp_path / "again"), resamples=50)
     assert set(results) == {"val", "test"} and results["val"]["threshold_rule"].startswith("youden")
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_run_evaluation_of_multiclass_and_multilabel_synthetic_runs(task, tmp_path):
+    from cxr_keras.data.synthetic import write_dataset
+
+    data = write_dataset(str(tmp_path / "data"), task, n_patients=40, size=32, seed=2)
+    config = ExperimentConfig(
+        name=task, runs_dir=str(tmp_path / "runs"),
+        data=DataConfig(data_dir=data, image_size=32, batch_size=16, split_ratios=(0.6, 0.2, 0.2), augment="none"),
+        model=ModelConfig(backbone="baseline", weights="none"),
+        train=TrainConfig(stages=[StageConfig(epochs=1, trainable="all")], tensorboard=False))
+    results = evaluate_run(run_experiment(config, quiet=True), resamples=50)
+    test = results["test"]
+    assert test["task"] == task and len(test["per_class"]) == len(test["classes"])
+    assert len(test["confusion_matrix"]) == len(test["classes"])
+    assert test["roc_auc"] is None or 0 <= test["roc_auc"] <= 1

@@ -76,3 +76,20 @@ def test_pointing_game_arithmetic():
     np.testing.assert_array_equal(result["hit"][:2], [1.0, 0.0])
     np.testing.assert_allclose(result["energy"][:2], [1.0, 0.5 / 1.5])
     assert np.isnan(result["hit"][2]) and np.isnan(result["energy"][2])
+
+
+def test_nih_boxes_become_masks_at_the_model_size(tmp_path):
+    from cxr_keras.evaluate.gradcam import box_masks
+
+    csv_path = tmp_path / "BBox_List_2017.csv"
+    csv_path.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                        "00000001_000.png,Pneumonia,256,512,256,128\n"
+                        "00000001_000.png,Atelectasis,0,0,64,64\n")
+    (found, missing) = box_masks(["/any/dir/00000001_000.png", "/x/00000002_000.png"], str(csv_path), (16, 16),
+                                 finding="Pneumonia")
+    assert missing is None
+    expected = np.zeros((16, 16), bool)
+    expected[8:10, 4:8] = True  # y 512/1024*16 = 8 .. (512+128)/1024*16 = 10; x 4 .. 8
+    np.testing.assert_array_equal(found, expected)
+    (both,) = box_masks(["00000001_000.png"], str(csv_path), (16, 16))
+    assert both.sum() == expected.sum() + 1  # the Atelectasis box adds its 1x1 cell

@@ -178,11 +178,44 @@ def lesion_mask(image_path: str, size: tuple[int, int]) -> np.ndarray | None:
     return np.any(masks, axis=0) if masks else None
 
 
+def box_masks(paths: list[str], boxes_csv: str, size: tuple[int, int], finding: str | None = None
+              ) -> list[np.ndarray | None]:
+    """Masks from NIH `BBox_List_2017.csv` boxes (x, y, w, h on the original 1024 x 1024 image), matched by file
+    name and drawn at `size` (the images may be stored smaller: the box is scaled as a share of the side)."""
+    import csv
+    import os
+
+    from cxr_keras.data.sources import _open_text
+
+    boxes: dict[str, list[tuple[float, ...]]] = {}
+    with _open_text(boxes_csv) as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if len(row) >= 6 and (finding is None or row[1] == finding):
+                boxes.setdefault(row[0], []).append(tuple(float(v) / 1024 for v in row[2:6]))
+    masks: list[np.ndarray | None] = []
+    height, width = size
+    for path in paths:
+        found = boxes.get(os.path.basename(path))
+        if not found:
+            masks.append(None)
+            continue
+        mask = np.zeros(size, dtype=bool)
+        for x, y, w, h in found:
+            rows = slice(int(y * height), int(np.ceil((y + h) * height)))
+            mask[rows, int(x * width) : int(np.ceil((x + w) * width))] = True
+        masks.append(mask)
+    return masks
+
+
 def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam", layer: str | None = None,
             class_index: int | None = None, masks: bool = False, batch_size: int = 16, preprocess: str | None = None,
-            class_names: list[str] | None = None, figures: int = 24) -> dict:
+            class_names: list[str] | None = None, figures: int = 24, boxes: str | None = None,
+            box_finding: str | None = None) -> dict:
     """Grad-CAM for `paths`: per-image figures (the first `figures`), a contact sheet, the raw maps (.npy) and,
-    with `masks`, the pointing game against the lesion masks. Returns the summary written to gradcam.json."""
+    with `masks` (synthetic lesion masks) or `boxes` (NIH box CSV), the pointing game. Returns the summary
+    written to gradcam.json."""
     import json
     import os
 
@@ -213,8 +246,9 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
     plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
     summary: dict = {"method": method, "layer": "/".join(_resolve(model, layer)), "n_images": len(paths),
                      "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
-    if masks:
-        found = [lesion_mask(p, spec.image_size) for p in paths]
+    if masks or boxes:
+        found = (box_masks(paths, boxes, spec.image_size, box_finding) if boxes
+                 else [lesion_mask(p, spec.image_size) for p in paths])
         with_mask = [i for i, m in enumerate(found) if m is not None and m.any()]
         if with_mask:
             result = pointing_game(cams[with_mask], np.stack([found[i] for i in with_mask]))
