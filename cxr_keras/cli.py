@@ -77,7 +77,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = args.out or os.path.join(args.run, "evaluation")
         for split, metrics in results.items():
             print(f"{split}: {summary_line(metrics)}")
-        print(f"Threshold {results['val']['threshold']:.4f} ({results['val']['threshold_rule']}); wrote {out}/")
+        if results["val"]["task"] == "binary":
+            print(f"Threshold {results['val']['threshold']:.4f} ({results['val']['threshold_rule']})")
+        print(f"Wrote {out}/")
         return 0
     if not (args.model and args.data_dir):
         print("error: give --run RUN_DIR, or --model MODEL and --data-dir DIR", file=sys.stderr)
