@@ -148,6 +148,48 @@ def _image_paths(items: list[str]) -> list[str]:
     return paths
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from cxr_keras.export import export_model, parity_report
+    from cxr_keras.predict import image_paths
+
+    calibration = image_paths([args.calibration_data]) if args.calibration_data else None
+    card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io)
+    print(f"Wrote {', '.join(a['file'] for a in card['artifacts'].values())} and model_card.json to {args.out}")
+    if args.eval_data:
+        report = _parity(args, parity_report)
+        for name, row in report["artifacts"].items():
+            print(f"  {name:<15} AUC {row['roc_auc']:.4f}  max|dp| {row['max_abs_dp']:.2e}  "
+                  f"{row['bytes'] / 1e6:7.2f} MB  {row['mean_ms']:6.2f} ms")
+        print(f"Parity report: {args.out}/export_report.json and README.md")
+    return 0
+
+
+def _parity(args: argparse.Namespace, parity_report) -> dict:
+    import numpy as np
+
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.sources import load_dataset
+    from cxr_keras.evaluate.evaluate import describe_model, truth
+    from cxr_keras.models.saving import load_model
+
+    model, metadata = load_model(args.model, compile=False)
+    spec = describe_model(model, metadata)
+    table = load_dataset(args.eval_data)
+    if args.eval_count and len(table) > args.eval_count:
+        evenly = np.linspace(0, len(table) - 1, args.eval_count).round().astype(int)
+        table = table.subset(np.isin(np.arange(len(table)), evenly))
+    images = decode_all(table.paths, spec.image_size).astype(np.float32)
+    return parity_report(args.model, args.out, images, truth(table, spec), args.threads)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cxr_keras.predict import main as predict_main
+
+    argv = ["--model", args.model, "--images", *args.images, "--out", args.out, "--batch-size",
+            str(args.batch_size), "--threads", str(args.threads)]
+    return predict_main(argv)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.train_cli import run_from_args
@@ -201,6 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    from cxr_keras.export import FORMATS
+
+    export = commands.add_parser("export", help="SavedModel and TFLite artifacts, model card, parity report")
+    export.add_argument("--model", required=True, help="a .keras model made by cxr train (with its .json)")
+    export.add_argument("--formats", nargs="+", default=["savedmodel", "tflite-fp32"], choices=FORMATS)
+    export.add_argument("--out", required=True, help="output folder, e.g. saved_models/NAME")
+    export.add_argument("--calibration-data", help="folder of representative images for tflite-int8")
+    export.add_argument("--calibration-count", type=int, default=200, help="int8 calibration images (default 200)")
+    export.add_argument("--int8-io", choices=["float", "int8", "uint8"], default="float",
+                        help="tflite-int8 input/output type (default float: quantize inside the model)")
+    export.add_argument("--eval-data", help="labelled folder for the parity report (each artifact vs Keras)")
+    export.add_argument("--eval-count", type=int, default=400, help="images of it to use (default 400)")
+    export.add_argument("--threads", type=int, default=2, help="TFLite threads for the latency figures")
+    export.set_defaults(func=cmd_export)
+
+    predict = commands.add_parser("predict", help="predictions.csv from a .keras, SavedModel or .tflite model")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--images", nargs="+", required=True)
+    predict.add_argument("--out", default="predictions.csv")
+    predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--threads", type=int, default=2)
+    predict.set_defaults(func=cmd_predict)
 
     from cxr_keras.evaluate.gradcam import METHODS
 

@@ -1,0 +1,83 @@
+"""What runs on a small device without TensorFlow: reading images with Pillow/pydicom and running a .tflite
+model through the ai-edge-litert interpreter. Imports neither TensorFlow nor Keras (tested)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from cxr_keras.data.dicom import dicom_to_uint8, is_dicom_bytes
+
+
+def read_gray(path: str, size: tuple[int, int]) -> np.ndarray:
+    """A file (PNG 8/16-bit, JPEG, BMP, DICOM) as (H, W, 1) float32 pixels in 0..255, stretched to `size`.
+
+    Pillow's antialiased bilinear resize stands in for TensorFlow's here: values differ from the training
+    pipeline's by rounding only.
+    """
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise ValueError(f"{path} is empty")
+    if is_dicom_bytes(data):
+        image = Image.fromarray(dicom_to_uint8(data))
+    else:
+        import io
+
+        image = Image.open(io.BytesIO(data))
+        if image.mode in ("I;16", "I;16B", "I"):
+            array = np.asarray(image, dtype=np.float64)
+            low, high = array.min(), array.max()
+            image = Image.fromarray(((array - low) / max(high - low, 1) * 255).round().astype(np.uint8))
+        else:
+            image = image.convert("L")
+    resized = image.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(resized, dtype=np.float32)[..., None]
+
+
+def sha256(path: str) -> str:
+    """SHA-256 of a file, or of every file of a folder (sorted relative paths and contents)."""
+    digest = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names)
+    for name in files:
+        if not os.path.isfile(path):
+            digest.update(os.path.relpath(name, path).encode())
+        with open(name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class TFLiteModel:
+    """A .tflite classifier: raw (N, H, W, 1) pixels in, probabilities out, int8/uint8 inputs and outputs
+    quantized and dequantized with the model's own scale and zero point."""
+
+    def __init__(self, path: str, threads: int = 2):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.image_size = tuple(int(v) for v in self.input["shape"][1:3])
+
+    def predict_one(self, image: np.ndarray) -> np.ndarray:
+        """One (H, W, 1) image -> the output vector, dequantized."""
+        x = image[None].astype(np.float32)
+        scale, zero = self.input["quantization"]
+        if self.input["dtype"] in (np.int8, np.uint8):
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])[0].astype(np.float32)
+        scale, zero = self.output["quantization"]
+        return (y - zero) * scale if self.output["dtype"] in (np.int8, np.uint8) else y
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.stack([self.predict_one(image) for image in images])

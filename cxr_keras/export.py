@@ -1,0 +1,226 @@
+"""Export for deployment: SavedModel and TFLite (fp32, fp16, dynamic-range, full int8), a model card with
+hashes, and a parity report that proves each artifact still performs.
+
+Conversion goes through the SavedModel (`model.export`, then `TFLiteConverter.from_saved_model`), the path that
+works for Keras 3 models. Every artifact is fed raw (1, H, W, 1) pixels in 0..255: the preprocessing is inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from cxr_keras.edge import TFLiteModel, sha256
+from cxr_keras.io_utils import atomic_writer
+
+FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8")
+INTENDED_USE = ("Research and engineering evaluation of chest X-ray classifiers. Not a medical device: it has not "
+                "been cleared for diagnosis, and its outputs must not guide patient care.")
+
+
+class ExportError(ValueError):
+    """An export cannot be made as asked; the message says why and what to do."""
+
+
+def export_savedmodel(model, path: str) -> str:
+    """Keras 3 `model.export` (serving signature 'serving_default' with the input named 'image'), atomically."""
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".savedmodel-")
+    try:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def convert_tflite(savedmodel: str, kind: str, calibration: np.ndarray | None = None, int8_io: str = "float") -> bytes:
+    """TFLite flatbuffer of one kind: fp32, fp16, dynamic or int8 (full integer, calibrated on `calibration`)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(savedmodel)
+    if kind == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif kind == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io != "float":
+            converter.inference_input_type = converter.inference_output_type = getattr(tf, int8_io)
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError and friends with the op names in the text
+        ops = sorted({word.strip(",.'\"") for word in str(exc).split() if word.startswith(("tf.", "TF", "Flex"))})
+        raise ExportError(f"TFLite {kind} conversion failed{' on ops ' + ', '.join(ops) if ops else ''}: "
+                          f"{str(exc).strip().splitlines()[0]}") from None
+
+
+def calibration_images(paths: list[str], size: tuple[int, int], count: int) -> np.ndarray:
+    """`count` images for int8 calibration, spread evenly over `paths`."""
+    if len(paths) < count:
+        raise ExportError(f"int8 calibration asks for {count} images but the calibration data has {len(paths)}; "
+                          "give more images or a smaller --calibration-count")
+    from cxr_keras.data.pipeline import decode_all
+
+    chosen = [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+    return decode_all(chosen, size).astype(np.float32)
+
+
+def export_model(model_path: str, out: str, formats: list[str], calibration_paths: list[str] | None = None,
+                 calibration_count: int = 200, int8_io: str = "float") -> dict:
+    """Write the artifacts and model_card.json into `out`; returns the card."""
+    from cxr_keras.models.saving import load_model
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    model, metadata = load_model(model_path, compile=False)
+    size = tuple(model.input_shape[1:3])
+    calibration = None
+    if "tflite-int8" in formats:
+        if not calibration_paths:
+            raise ExportError("tflite-int8 needs --calibration-data: a folder of representative images")
+        calibration = calibration_images(calibration_paths, size, calibration_count)
+    os.makedirs(out, exist_ok=True)
+    savedmodel = os.path.join(out, "savedmodel")
+    export_savedmodel(model, savedmodel)
+    artifacts = {}
+    if "savedmodel" in formats:
+        artifacts["savedmodel"] = "savedmodel"
+    for fmt in formats:
+        if fmt.startswith("tflite-"):
+            name = f"model_{fmt.split('-')[1]}.tflite"
+            flatbuffer = convert_tflite(savedmodel, fmt.split("-")[1], calibration, int8_io)
+            with atomic_writer(os.path.join(out, name), "wb") as f:
+                f.write(flatbuffer)
+            artifacts[fmt] = name
+    if "savedmodel" not in formats:
+        shutil.rmtree(savedmodel)
+    card = model_card(model, metadata, artifacts, out, calibration_count if calibration is not None else None, int8_io)
+    with atomic_writer(os.path.join(out, "model_card.json")) as f:
+        json.dump(card, f, indent=2)
+    return card
+
+
+def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str, calibration: int | None,
+               int8_io: str) -> dict:
+    """What a deployment needs to run the model correctly, and the hashes that tie the card to its files."""
+    import keras
+
+    import cxr_keras
+
+    meta = metadata or {}
+    return {
+        "format": "cxr_keras.model_card/1",
+        "task": meta.get("task"), "classes": meta.get("classes"), "positive_class": meta.get("positive_class"),
+        "input": {"name": "image", "shape": [1, *model.input_shape[1:]], "dtype": "float32", "range": [0, 255],
+                  "layout": "NHWC, single-channel grayscale", "resize": meta.get("input", {}).get("resize", "stretch"),
+                  "preprocessing": "inside the model (gray to RGB, the backbone's normalisation)"},
+        "output": {"activation": "softmax" if meta.get("task") == "multiclass" else "sigmoid",
+                   "meaning": "probability per output (binary: of the positive class)"},
+        "threshold": meta.get("threshold", 0.5), "threshold_rule": meta.get("threshold_rule", "default 0.5"),
+        "validation_operating_point": meta.get("validation_operating_point"),
+        "backbone": meta.get("backbone"), "weights": meta.get("weights"),
+        "int8": {"calibration_images": calibration, "io": int8_io} if calibration else None,
+        "artifacts": {fmt: {"file": name, "sha256": sha256(os.path.join(out, name)),
+                            "bytes": _size(os.path.join(out, name))} for fmt, name in artifacts.items()},
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "cxr_keras": cxr_keras.__version__},
+        "intended_use": INTENDED_USE,
+        "limitations": "Measured only on the data in the parity report; performance on other scanners, sites, "
+                       "populations and views is unknown until measured there.",
+    }
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def verify_card(out: str) -> dict:
+    """Read model_card.json and check every artifact's SHA-256; a mismatch is an error naming the file."""
+    with open(os.path.join(out, "model_card.json")) as f:
+        card = json.load(f)
+    for fmt, entry in card["artifacts"].items():
+        actual = sha256(os.path.join(out, entry["file"]))
+        if actual != entry["sha256"]:
+            raise ExportError(f"{entry['file']} ({fmt}) does not match model_card.json: sha256 {actual[:12]}... "
+                              f"!= {entry['sha256'][:12]}...; the file was changed or belongs to another export")
+    return card
+
+
+def latency(predict_one, images: np.ndarray, runs: int = 30) -> dict[str, float]:
+    """Mean and p95 single-image latency in milliseconds (after one warm-up call)."""
+    predict_one(images[0])
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        predict_one(images[i % len(images)])
+        times.append((time.perf_counter() - start) * 1000)
+    return {"mean_ms": float(np.mean(times)), "p95_ms": float(np.percentile(times, 95))}
+
+
+def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndarray, threads: int = 2) -> dict:
+    """Each artifact against the Keras model on the same images: ROC-AUC, sensitivity/specificity at the card's
+    threshold, accuracy, max |difference in probability|, size, latency. Writes export_report.json and README.md."""
+    from cxr_keras.evaluate.metrics import evaluate_scores
+    from cxr_keras.models.saving import load_model
+
+    card = verify_card(out)
+    model, _ = load_model(model_path, compile=False)
+    reference = np.asarray(model.predict(images, batch_size=32, verbose=0), dtype=np.float64)
+    rows = {"keras": _row(card, reference, reference, y_true, _size(model_path),
+                          latency(lambda x: model(x[None], training=False), images), evaluate_scores)}
+    for fmt, entry in card["artifacts"].items():
+        path = os.path.join(out, entry["file"])
+        if fmt == "savedmodel":
+            serving = tf.saved_model.load(path).signatures["serving_default"]
+            run_one = lambda x, s=serving: next(iter(s(image=tf.constant(x[None])).values())).numpy()[0]  # noqa: E731
+        else:
+            run_one = TFLiteModel(path, threads).predict_one
+        probabilities = np.stack([run_one(x) for x in images]).astype(np.float64)
+        rows[fmt] = _row(card, probabilities, reference, y_true, entry["bytes"], latency(run_one, images),
+                         evaluate_scores)
+    report = {"n_images": len(images), "threshold": card["threshold"], "threads": threads, "artifacts": rows}
+    with atomic_writer(os.path.join(out, "export_report.json")) as f:
+        json.dump(report, f, indent=2)
+    with atomic_writer(os.path.join(out, "README.md")) as f:
+        f.write(format_parity(report, card))
+    return report
+
+
+def _row(card, probabilities, reference, y_true, size, timing, evaluate_scores) -> dict:
+    task = card["task"]
+    scores = probabilities[:, 0] if task == "binary" else probabilities
+    positive = card["classes"].index(card["positive_class"]) if task == "binary" else 1
+    metrics = evaluate_scores(task, card["classes"], y_true, scores, card["threshold"], resamples=10,
+                              positive_index=positive)
+    row = {"roc_auc": metrics["roc_auc"], "accuracy": metrics["accuracy"],
+           "max_abs_dp": float(np.max(np.abs(probabilities - reference))), "bytes": size, **timing}
+    if task == "binary":
+        row.update(sensitivity=metrics["sensitivity"], specificity=metrics["specificity"])
+    return row
+
+
+def format_parity(report: dict, card: dict) -> str:
+    lines = [f"# Export of a {card['task']} {card.get('backbone')} model", "",
+             f"Classes {card['classes']}; input {card['input']['shape']} float32 0..255; threshold "
+             f"{card['threshold']:.4f} ({card['threshold_rule']}). {INTENDED_USE}", "",
+             f"Parity on {report['n_images']} images (latency: single image, {report['threads']} threads):", "",
+             "| artifact | ROC-AUC | sensitivity | specificity | accuracy | max abs dp | MB | mean ms | p95 ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["artifacts"].items():
+        lines.append(f"| {name} | {r['roc_auc']:.4f} | {r.get('sensitivity', float('nan')):.4f} | "
+                     f"{r.get('specificity', float('nan')):.4f} | {r['accuracy']:.4f} | {r['max_abs_dp']:.2e} | "
+                     f"{r['bytes'] / 1e6:.2f} | {r['mean_ms']:.2f} | {r['p95_ms']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,136 @@
+"""Batch prediction from a .keras model, a SavedModel folder or a .tflite file, into a CSV.
+
+    python -m cxr_keras.predict --model saved_models/NAME/model_int8.tflite --images DIR --out predictions.csv
+
+One row per image: path, the probability of each class, the decision at the model card's threshold, and an
+error column for files that could not be read (the run goes on). For .tflite models this module imports
+neither TensorFlow nor Keras: it runs with ai-edge-litert, numpy, Pillow and pydicom alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+
+from cxr_keras.edge import TFLiteModel, read_gray
+from cxr_keras.io_utils import atomic_writer
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
+
+
+def find_metadata(model_path: str) -> dict:
+    """model_card.json beside an exported artifact, or `<model>.json` beside a .keras file."""
+    path = model_path.rstrip(os.sep)
+    for candidate in (os.path.join(os.path.dirname(os.path.abspath(path)), "model_card.json"),
+                      os.path.splitext(path)[0] + ".json"):
+        if os.path.isfile(candidate):
+            with open(candidate) as f:
+                return json.load(f)
+    raise ValueError(f"no model_card.json or {os.path.basename(model_path)} metadata beside {model_path}: classes "
+                     "and threshold are unknown; export with `cxr export` or train with `cxr train`")
+
+
+class Predictor:
+    """Raw pixels in, probabilities out, whatever the artifact."""
+
+    def __init__(self, model_path: str, threads: int = 2):
+        self.metadata = find_metadata(model_path)
+        if model_path.endswith(".tflite"):
+            model = TFLiteModel(model_path, threads)
+            self.image_size, self._run = model.image_size, model.predict
+        elif os.path.isdir(model_path):
+            import tensorflow as tf
+
+            serving = tf.saved_model.load(model_path).signatures["serving_default"]
+            self.image_size = tuple(serving.structured_input_signature[1]["image"].shape[1:3])
+            self._run = lambda x: next(iter(serving(image=tf.constant(x)).values())).numpy()
+        else:
+            import keras
+
+            import cxr_keras.data.balance  # noqa: F401  (custom loss registration)
+
+            model = keras.models.load_model(model_path, compile=False)
+            self.image_size = tuple(model.input_shape[1:3])
+            self._run = lambda x: np.asarray(model(x, training=False))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(images.astype(np.float32)), dtype=np.float64)
+
+
+def image_paths(items: list[str]) -> list[str]:
+    """Files as given; image files found recursively under folders (lesion-mask folders skipped)."""
+    paths = []
+    for item in items:
+        if os.path.isdir(item):
+            for folder, _, files in sorted(os.walk(item)):
+                if os.sep + "masks" not in folder:
+                    paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        else:
+            paths.append(item)
+    return paths
+
+
+def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: int = 16, threads: int = 2) -> dict:
+    """Write predictions.csv; returns counts of images predicted and failed."""
+    predictor = Predictor(model_path, threads)
+    meta = predictor.metadata
+    classes, task, threshold = meta["classes"], meta["task"], float(meta.get("threshold", 0.5))
+    paths = image_paths(images)
+    rows, failed = [], 0
+    for start in range(0, len(paths), batch_size):
+        batch, readable = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                batch.append(read_gray(path, predictor.image_size))
+                readable.append(path)
+            except Exception as exc:  # any unreadable file: reported in its row, the run goes on
+                failed += 1
+                rows.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
+        if batch:
+            for path, output in zip(readable, predictor.predict(np.stack(batch))):
+                rows.append({"path": path, **_decision(output, classes, task, threshold, meta), "error": ""})
+    fields = ["path", *[f"p_{c}" for c in classes], "decision", "error"]
+    with atomic_writer(out_csv, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return {"images": len(paths), "predicted": len(paths) - failed, "failed": failed}
+
+
+def _decision(output: np.ndarray, classes: list[str], task: str, threshold: float, meta: dict) -> dict:
+    if task == "binary":
+        positive = meta.get("positive_class") or classes[-1]
+        negative = [c for c in classes if c != positive][0]
+        p = float(output[0])
+        return {f"p_{positive}": p, f"p_{negative}": 1 - p, "decision": positive if p >= threshold else negative}
+    probabilities = {f"p_{c}": float(v) for c, v in zip(classes, output)}
+    if task == "multiclass":
+        return {**probabilities, "decision": classes[int(np.argmax(output))]}
+    return {**probabilities, "decision": "|".join(c for c, v in zip(classes, output) if v >= threshold)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cxr_keras.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help=".keras file, SavedModel folder or .tflite file")
+    parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders (recursive)")
+    parser.add_argument("--out", default="predictions.csv")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
+    args = parser.parse_args(argv)
+    try:
+        counts = predict_files(args.model, args.images, args.out, args.batch_size, args.threads)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{counts['predicted']} of {counts['images']} images predicted, {counts['failed']} unreadable "
+          f"(see the error column) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

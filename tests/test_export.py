@@ -1,0 +1,126 @@
+"""Export: every format round-trips from a small trained model, int8 quantization, hashes, predict, edge path."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import write_blob_dataset, write_dicom
+
+from cxr_keras.cli import main
+from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+from cxr_keras.export import ExportError, verify_card
+from cxr_keras.train import run_experiment
+
+FORMATS = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = write_blob_dataset(str(root / "data"), n_per_class=30, size=32, seed=7)
+    config = ExperimentConfig(
+        name="export", runs_dir=str(root / "runs"),
+        data=DataConfig(data_dir=data, image_size=32, batch_size=16, split_ratios=(0.6, 0.2, 0.2), augment="none"),
+        model=ModelConfig(backbone="baseline", weights="none"),
+        train=TrainConfig(stages=[StageConfig(epochs=3, trainable="all")], tensorboard=False))
+    run_dir = run_experiment(config, quiet=True)
+    out = str(root / "saved")
+    assert main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", out, "--formats", *FORMATS,
+                 "--calibration-data", data, "--calibration-count", "40", "--eval-data", data]) == 0
+    return data, run_dir, out
+
+
+def test_every_artifact_matches_keras_and_the_card(exported):
+    data, run_dir, out = exported
+    card = verify_card(out)
+    assert set(card["artifacts"]) == set(FORMATS) and card["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert card["input"]["shape"] == [1, 32, 32, 1] and "Not a medical device" in card["intended_use"]
+    report = json.load(open(os.path.join(out, "export_report.json")))["artifacts"]
+    assert report["savedmodel"]["max_abs_dp"] < 1e-5 and report["tflite-fp32"]["max_abs_dp"] < 1e-4
+    assert report["tflite-fp16"]["max_abs_dp"] < 1e-2
+    assert abs(report["tflite-int8"]["roc_auc"] - report["keras"]["roc_auc"]) < 0.05
+    assert report["tflite-int8"]["bytes"] < 0.4 * report["tflite-fp32"]["bytes"]
+    assert "| tflite-int8 |" in open(os.path.join(out, "README.md")).read()
+
+
+def test_int8_quantization_parameters_are_applied(exported, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    data, run_dir, _ = exported
+    out = str(tmp_path / "uint8")
+    assert main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", out, "--formats",
+                 "tflite-int8", "--calibration-data", data, "--calibration-count", "40", "--int8-io", "uint8"]) == 0
+    interpreter = Interpreter(model_path=os.path.join(out, "model_int8.tflite"))
+    details = interpreter.get_input_details()[0]
+    scale, zero = details["quantization"]
+    assert details["dtype"] == np.uint8 and scale > 0
+    assert 0 <= -zero * scale <= 1e-6 + abs(scale) * 255  # 0..255 pixels map into the uint8 range
+
+    from cxr_keras.edge import TFLiteModel
+    from cxr_keras.models.saving import load_model
+
+    model, _ = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(TFLiteModel(os.path.join(out, "model_int8.tflite")).predict(x),
+                               np.asarray(model(x)), atol=0.1)
+
+
+def test_a_changed_artifact_fails_the_hash_check(exported, tmp_path):
+    import shutil
+
+    _, _, out = exported
+    copy = str(tmp_path / "copy")
+    shutil.copytree(out, copy)
+    with open(os.path.join(copy, "model_fp16.tflite"), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ExportError, match="model_fp16.tflite .tflite-fp16. does not match model_card.json"):
+        verify_card(copy)
+
+
+def test_int8_without_enough_calibration_data_is_refused(exported, tmp_path, capsys):
+    data, run_dir, _ = exported
+    assert main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", str(tmp_path / "x"),
+                 "--formats", "tflite-int8", "--calibration-data", data, "--calibration-count", "500"]) == 2
+    assert "asks for 500 images but the calibration data has 60" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("artifact", ["best.keras", "savedmodel", "model_fp32.tflite", "model_int8.tflite"])
+def test_predict_on_each_artifact_with_a_dicom_and_a_broken_file(exported, artifact, tmp_path):
+    data, run_dir, out = exported
+    model = os.path.join(run_dir, artifact) if artifact.endswith(".keras") else os.path.join(out, artifact)
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.full((40, 40), 90, np.uint16) * 10
+    write_dicom(str(images / "scan.dcm"), pixels)
+    (images / "broken.png").write_bytes(b"not an image")
+    normal = sorted(os.listdir(os.path.join(data, "PNEUMONIA")))[0]
+    target = str(tmp_path / "predictions.csv")
+    assert main(["predict", "--model", model, "--images", str(images), os.path.join(data, "PNEUMONIA", normal),
+                 "--out", target]) == 0
+    rows = {os.path.basename(r["path"]): r for r in csv.DictReader(open(target))}
+    assert rows["broken.png"]["error"] and not rows["scan.dcm"]["error"]
+    p = float(rows[normal]["p_PNEUMONIA"])
+    assert rows[normal]["decision"] == ("PNEUMONIA" if p >= verify_card(out)["threshold"] else "NORMAL")
+    assert float(rows[normal]["p_NORMAL"]) == pytest.approx(1 - p)
+
+
+def test_the_tflite_path_imports_no_tensorflow(exported, tmp_path):
+    data, _, out = exported
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'keras', 'keras_cv'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from cxr_keras.predict import main\n"
+        f"sys.exit(main(['--model', {os.path.join(out, 'model_int8.tflite')!r}, '--images', {data!r}, "
+        f"'--out', {str(tmp_path / 'p.csv')!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "60 of 60 images predicted" in result.stdout
