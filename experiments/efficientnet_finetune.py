@@ -1,4 +1,4 @@
-"""The main job: EfficientNetB0 fine-tuned in two stages on chest X-rays, then evaluated and exported.
+"""The main job: EfficientNetB0 fine-tuned in two stages on chest X-rays, then evaluated, explained and exported.
 
     python -m experiments.efficientnet_finetune                       # generated sample data, a few minutes
     python -m experiments.efficientnet_finetune --data-dir ../shared/datasets/kermany/train
@@ -6,7 +6,9 @@
 Stage 1 trains the head on the frozen backbone (Adam 1e-3); stage 2 unfreezes blocks 6-7 and the top
 (BatchNorm stays frozen) at 1e-4 with warm-up and cosine decay. ImageNet weights are used when obtainable
 (`--weights auto`); without network the run says so loudly and trains from scratch in one stage (see
-docs/training.md). Every option of `cxr train` applies; `--help` lists them.
+docs/training.md). Then: evaluation (threshold chosen on validation, applied to test), Grad-CAM of test images,
+and export of SavedModel + TFLite fp32/int8 with a parity report into saved_models/<run name>/. Every option
+of `cxr train` applies; `--help` lists them.
 """
 
 from __future__ import annotations
@@ -40,12 +42,40 @@ def main(argv: list[str] | None = None) -> str | None:
         print("\nEvaluating best.keras: threshold chosen on the validation split (Youden), applied to test")
         for split, metrics in evaluate_run(run_dir).items():
             print(f"  {split}: {summary_line(metrics)}")
+        explain_and_export(run_dir)
         print(f"\nEverything of this run is in {os.path.abspath(run_dir)}:\n"
               "  best.keras (+ best.json with the threshold), history.csv, curves.png, splits.csv, config.json,\n"
               "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, ROC, PR, confusion, threshold sweep,\n"
-              "  reliability, failure examples)\n"
-              "Grad-CAM figures and the SavedModel/TFLite export are not part of this toolkit yet (issues #4 and #5).")
+              "  reliability, failure examples), gradcam/ (heat maps of test images)")
     return run_dir
+
+
+def explain_and_export(run_dir: str, gradcam_images: int = 12) -> None:
+    """Grad-CAM on the first test images, then SavedModel + TFLite (fp32, int8) with a parity report on test."""
+    import numpy as np
+
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.evaluate.evaluate import describe_model, run_table, truth
+    from cxr_keras.evaluate.gradcam import explain
+    from cxr_keras.export import export_model, parity_report
+    from cxr_keras.models.saving import load_model
+
+    table = run_table(run_dir)
+    test = table.split("test") if len(table.split("test")) else table.split("val")
+    best = os.path.join(run_dir, "best.keras")
+    summary = explain(best, test.paths[:gradcam_images], os.path.join(run_dir, "gradcam"))
+    print(f"\nGrad-CAM ({summary['layer']}) of {summary['n_images']} test images -> {run_dir}/gradcam/")
+
+    out = os.path.join("saved_models", os.path.basename(run_dir))
+    train = table.split("train").paths
+    export_model(best, out, ["savedmodel", "tflite-fp32", "tflite-int8"], train, min(200, len(train)))
+    model, metadata = load_model(best, compile=False)
+    spec = describe_model(model, metadata)
+    report = parity_report(best, out, decode_all(test.paths, spec.image_size).astype(np.float32), truth(test, spec))
+    print(f"Exported to {out}/ (model_card.json, parity table in README.md):")
+    for name, row in report["artifacts"].items():
+        print(f"  {name:<12} AUC {row['roc_auc']:.3f}  max|dp| {row['max_abs_dp']:.1e}  {row['bytes'] / 1e6:6.2f} MB  "
+              f"{row['mean_ms']:6.2f} ms/image")
 
 
 if __name__ == "__main__":

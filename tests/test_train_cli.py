@@ -66,10 +66,16 @@ def test_experiments_print_their_config(name, blobs, capsys):
         assert config["name"] == name and config["data"]["data_dir"] == blobs
 
 
-def test_main_experiment_runs_on_given_data(blobs, tmp_path, capsys):
+def test_main_experiment_runs_on_given_data(blobs, tmp_path, capsys, monkeypatch):
     from experiments.efficientnet_finetune import main as finetune
+
+    monkeypatch.chdir(tmp_path)  # the export lands in ./saved_models
 
     run_dir = finetune(["--data-dir", blobs, "--image-size", "32", "--batch-size", "8", "--epochs", "1", "1",
                         "--weights", "none", "--run-dir", str(tmp_path / "main"), "--quiet"])
-    assert "Everything of this run is in" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Everything of this run is in" in printed and "test: " in printed
     assert json.load(open(os.path.join(run_dir, "state.json")))["complete"]
+    assert os.path.exists(os.path.join(run_dir, "gradcam", "contact_sheet.png"))
+    exported = os.path.join(tmp_path, "saved_models", "main")
+    assert {"model_card.json", "model_fp32.tflite", "model_int8.tflite", "README.md"} <= set(os.listdir(exported))

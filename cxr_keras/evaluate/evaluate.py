@@ -205,17 +205,10 @@ def evaluate_run(run_dir: str, rule: str = "youden", out: str | None = None, res
     Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures); OUT defaults to RUN_DIR/evaluation.
     """
     from cxr_keras.config import ExperimentConfig
-    from cxr_keras.data.sources import load_dataset
-    from cxr_keras.data.splits import apply_saved_splits
     from cxr_keras.models.saving import load_model, metadata_path
 
-    config = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
-    d = config.data
-    table = apply_saved_splits(
-        load_dataset(d.data_dir, d.layout, d.csv, d.images_dir, classes=d.classes, task=d.task,
-                     patient_pattern=d.patient_pattern, path_column=d.path_column, labels_column=d.labels_column,
-                     delimiter=d.delimiter, max_pixels=d.max_pixels),
-        os.path.join(run_dir, "splits.csv"))
+    d = ExperimentConfig.load(os.path.join(run_dir, "config.json")).data
+    table = run_table(run_dir)
     model_path = os.path.join(run_dir, "best.keras")
     model, metadata = load_model(model_path, compile=False)
     spec = describe_model(model, metadata)
@@ -238,6 +231,19 @@ def evaluate_run(run_dir: str, rule: str = "youden", out: str | None = None, res
                                            predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
                                            resamples, seed)
     return results
+
+
+def run_table(run_dir: str) -> ImageTable:
+    """A run's data with the split it was trained with (its splits.csv)."""
+    from cxr_keras.config import ExperimentConfig
+    from cxr_keras.data.sources import load_dataset
+    from cxr_keras.data.splits import apply_saved_splits
+
+    d = ExperimentConfig.load(os.path.join(run_dir, "config.json")).data
+    table = load_dataset(d.data_dir, d.layout, d.csv, d.images_dir, classes=d.classes, task=d.task,
+                         patient_pattern=d.patient_pattern, path_column=d.path_column, labels_column=d.labels_column,
+                         delimiter=d.delimiter, max_pixels=d.max_pixels)
+    return apply_saved_splits(table, os.path.join(run_dir, "splits.csv"))
 
 
 def summary_line(metrics: dict) -> str:
