@@ -104,6 +104,8 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
                           preprocess=args.preprocess, output=args.output)
     if args.image_size:
         spec.image_size = (args.image_size, args.image_size)
+    if args.channels:
+        spec.channels = args.channels
     table = load_from_args(args)
     threshold, how = spec.threshold, spec.threshold_rule
     if args.threshold_from:
@@ -232,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="decision threshold (default: the model's own)")
     evaluate.add_argument("--threshold-from", help="a validation metrics.json whose threshold to apply")
     evaluate.add_argument("--image-size", type=int, help="resize images to this (default: the model's input)")
+    evaluate.add_argument("--channels", type=int, choices=[1, 3],
+                          help="channels a foreign model takes (default: from its input; gray is repeated to 3)")
     evaluate.add_argument("--preprocess", choices=PREPROCESS,
                           help="a foreign model's input: none (0..255), unit (0..1), tf (-1..1), torch, caffe")
     evaluate.add_argument("--class-names", nargs="+", help="a foreign model's classes, in output order")
