@@ -122,8 +122,9 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
 
 def cmd_gradcam(args: argparse.Namespace) -> int:
     from cxr_keras.evaluate.gradcam import explain
+    from cxr_keras.predict import image_paths
 
-    paths = _image_paths(args.images)
+    paths = image_paths(args.images)
     if not paths:
         print(f"error: no images found in {args.images}", file=sys.stderr)
         return 2
@@ -133,21 +134,6 @@ def cmd_gradcam(args: argparse.Namespace) -> int:
     if "pointing_game" in summary:
         print(f"pointing game: {summary['pointing_game']}")
     return 0
-
-
-def _image_paths(items: list[str]) -> list[str]:
-    """Files as given, and image files found recursively under folders, in sorted order."""
-    extensions = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
-    paths = []
-    for item in items:
-        if os.path.isdir(item):
-            for folder, _, files in sorted(os.walk(item)):
-                if os.sep + "masks" in folder:
-                    continue  # the synthetic data's lesion masks are not images to explain
-                paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(extensions)]
-        else:
-            paths.append(item)
-    return paths
 
 
 def cmd_export(args: argparse.Namespace) -> int:

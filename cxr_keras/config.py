@@ -38,6 +38,14 @@ class DataConfig:
     augment: str = "standard"
     cache: str | None = "memory"
 
+    def load_table(self):
+        """The dataset these options describe (`cxr_keras.data.sources.load_dataset`), unsplit."""
+        from cxr_keras.data.sources import load_dataset
+
+        return load_dataset(self.data_dir, self.layout, self.csv, self.images_dir, classes=self.classes,
+                            task=self.task, patient_pattern=self.patient_pattern, path_column=self.path_column,
+                            labels_column=self.labels_column, delimiter=self.delimiter, max_pixels=self.max_pixels)
+
 
 @dataclasses.dataclass
 class ModelConfig:

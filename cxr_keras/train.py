@@ -27,7 +27,6 @@ import tensorflow as tf
 from cxr_keras.config import ExperimentConfig
 from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
 from cxr_keras.data.pipeline import dataset_for_split
-from cxr_keras.data.sources import load_dataset
 from cxr_keras.data.splits import apply_saved_splits, save_splits, split_table
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.io_utils import atomic_writer
@@ -167,9 +166,7 @@ def _load_table(config: ExperimentConfig, run_dir: str, resuming: bool) -> Image
     data = config.data
     if not data.data_dir:
         raise RunError("config.data.data_dir is empty: say where the images are (--data-dir)")
-    table = load_dataset(data.data_dir, data.layout, data.csv, data.images_dir, classes=data.classes,
-                         task=data.task, patient_pattern=data.patient_pattern, path_column=data.path_column,
-                         labels_column=data.labels_column, delimiter=data.delimiter, max_pixels=data.max_pixels)
+    table = data.load_table()
     splits_path = os.path.join(run_dir, "splits.csv")
     if resuming:
         return apply_saved_splits(table, splits_path)

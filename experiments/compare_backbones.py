@@ -46,22 +46,15 @@ def split_auc(run_dir: str, split: str) -> float | None:
     """ROC-AUC (macro over outputs) of a run's best checkpoint on one split of its splits.csv; None if empty."""
     from sklearn.metrics import roc_auc_score
 
-    from cxr_keras.config import ExperimentConfig as Config
-    from cxr_keras.data.pipeline import dataset_for_split
-    from cxr_keras.data.sources import load_dataset
-    from cxr_keras.data.splits import apply_saved_splits
+    from cxr_keras.evaluate.evaluate import describe_model, predict_scores, run_table, truth
     from cxr_keras.models.saving import load_model
 
-    config = Config.load(os.path.join(run_dir, "config.json"))
-    d = config.data
-    table = apply_saved_splits(load_dataset(d.data_dir, d.layout, d.csv, d.images_dir, classes=d.classes, task=d.task),
-                               os.path.join(run_dir, "splits.csv"))
-    part = table.split(split)
+    part = run_table(run_dir).split(split)
     if len(part) == 0:
         return None
-    model, _ = load_model(os.path.join(run_dir, "best.keras"), compile=False)
-    scores = model.predict(dataset_for_split(table, split, (d.image_size, d.image_size), d.batch_size), verbose=0)
-    return float(roc_auc_score(part.targets(), scores, average="macro"))
+    model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    spec = describe_model(model, metadata)
+    return float(roc_auc_score(truth(part, spec), predict_scores(model, part.paths, spec), average="macro"))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

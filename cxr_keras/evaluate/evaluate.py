@@ -236,13 +236,9 @@ def evaluate_run(run_dir: str, rule: str = "youden", out: str | None = None, res
 def run_table(run_dir: str) -> ImageTable:
     """A run's data with the split it was trained with (its splits.csv)."""
     from cxr_keras.config import ExperimentConfig
-    from cxr_keras.data.sources import load_dataset
     from cxr_keras.data.splits import apply_saved_splits
 
-    d = ExperimentConfig.load(os.path.join(run_dir, "config.json")).data
-    table = load_dataset(d.data_dir, d.layout, d.csv, d.images_dir, classes=d.classes, task=d.task,
-                         patient_pattern=d.patient_pattern, path_column=d.path_column, labels_column=d.labels_column,
-                         delimiter=d.delimiter, max_pixels=d.max_pixels)
+    table = ExperimentConfig.load(os.path.join(run_dir, "config.json")).data.load_table()
     return apply_saved_splits(table, os.path.join(run_dir, "splits.csv"))
 
 
