@@ -113,10 +113,10 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
             threshold, how = json.load(f)["threshold"], f"from {args.threshold_from}"
     if args.threshold is not None:
         threshold, how = args.threshold, "given with --threshold"
-    y = truth(table, spec)
-    scores = predict_scores(model, table.paths, spec, args.batch_size)
     if np.ndim(threshold) and spec.task == "binary":
         raise ValueError("a binary model takes one threshold")
+    y = truth(table, spec)
+    scores = predict_scores(model, table.paths, spec, args.batch_size)
     return write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed)
 
 
@@ -137,14 +137,14 @@ def cmd_gradcam(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cxr_keras.export import export_model, parity_report
+    from cxr_keras.export import export_model
     from cxr_keras.predict import image_paths
 
     calibration = image_paths([args.calibration_data]) if args.calibration_data else None
     card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io)
     print(f"Wrote {', '.join(a['file'] for a in card['artifacts'].values())} and model_card.json to {args.out}")
     if args.eval_data:
-        report = _parity(args, parity_report)
+        report = _parity(args)
         for name, row in report["artifacts"].items():
             print(f"  {name:<15} AUC {row['roc_auc']:.4f}  max|dp| {row['max_abs_dp']:.2e}  "
                   f"{row['bytes'] / 1e6:7.2f} MB  {row['mean_ms']:6.2f} ms")
@@ -152,22 +152,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parity(args: argparse.Namespace, parity_report) -> dict:
+def _parity(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from cxr_keras.data.pipeline import decode_all
     from cxr_keras.data.sources import load_dataset
-    from cxr_keras.evaluate.evaluate import describe_model, truth
-    from cxr_keras.models.saving import load_model
+    from cxr_keras.export import parity_for_table
 
-    model, metadata = load_model(args.model, compile=False)
-    spec = describe_model(model, metadata)
     table = load_dataset(args.eval_data)
     if args.eval_count and len(table) > args.eval_count:
         evenly = np.linspace(0, len(table) - 1, args.eval_count).round().astype(int)
         table = table.subset(np.isin(np.arange(len(table)), evenly))
-    images = decode_all(table.paths, spec.image_size).astype(np.float32)
-    return parity_report(args.model, args.out, images, truth(table, spec), args.threads)
+    return parity_for_table(args.model, args.out, table, args.threads)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -199,6 +199,18 @@ def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndar
     return report
 
 
+def parity_for_table(model_path: str, out: str, table, threads: int = 2) -> dict:
+    """`parity_report` on the images and labels of a table (decoded as the training pipeline decodes them)."""
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.evaluate.evaluate import describe_model, truth
+    from cxr_keras.models.saving import load_model
+
+    model, metadata = load_model(model_path, compile=False)
+    spec = describe_model(model, metadata)
+    images = decode_all(table.paths, spec.image_size).astype(np.float32)
+    return parity_report(model_path, out, images, truth(table, spec), threads)
+
+
 def _row(card, probabilities, reference, y_true, size, timing, evaluate_scores) -> dict:
     task = card["task"]
     scores = probabilities[:, 0] if task == "binary" else probabilities

@@ -52,13 +52,9 @@ def main(argv: list[str] | None = None) -> str | None:
 
 def explain_and_export(run_dir: str, gradcam_images: int = 12) -> None:
     """Grad-CAM on the first test images, then SavedModel + TFLite (fp32, int8) with a parity report on test."""
-    import numpy as np
-
-    from cxr_keras.data.pipeline import decode_all
-    from cxr_keras.evaluate.evaluate import describe_model, run_table, truth
+    from cxr_keras.evaluate.evaluate import run_table
     from cxr_keras.evaluate.gradcam import explain
-    from cxr_keras.export import export_model, parity_report
-    from cxr_keras.models.saving import load_model
+    from cxr_keras.export import export_model, parity_for_table
 
     table = run_table(run_dir)
     test = table.split("test") if len(table.split("test")) else table.split("val")
@@ -69,9 +65,7 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> None:
     out = os.path.join("saved_models", os.path.basename(run_dir))
     train = table.split("train").paths
     export_model(best, out, ["savedmodel", "tflite-fp32", "tflite-int8"], train, min(200, len(train)))
-    model, metadata = load_model(best, compile=False)
-    spec = describe_model(model, metadata)
-    report = parity_report(best, out, decode_all(test.paths, spec.image_size).astype(np.float32), truth(test, spec))
+    report = parity_for_table(best, out, test)
     print(f"Exported to {out}/ (model_card.json, parity table in README.md):")
     for name, row in report["artifacts"].items():
         print(f"  {name:<12} AUC {row['roc_auc']:.3f}  max|dp| {row['max_abs_dp']:.1e}  {row['bytes'] / 1e6:6.2f} MB  "

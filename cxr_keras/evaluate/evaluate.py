@@ -96,13 +96,13 @@ def predict_scores(model: keras.Model, paths: list[str], spec: ModelSpec, batch_
                               for x, _ in dataset])
     if spec.output == "logits":
         softmax = spec.task == "multiclass" or spec.two_column_binary
-        outputs = _softmax(outputs) if softmax else 1 / (1 + np.exp(-outputs))
+        outputs = softmax(outputs) if softmax else 1 / (1 + np.exp(-outputs))
     if spec.task == "binary":
         return outputs[:, spec.positive_index] if outputs.shape[1] == 2 else outputs[:, 0]
     return outputs
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 

@@ -156,10 +156,11 @@ def pointing_game(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
 
 def _probabilities(predictions: np.ndarray, output: str) -> np.ndarray:
     """(N, K) class probabilities from model outputs (a single sigmoid becomes two columns)."""
+    from cxr_keras.evaluate.evaluate import softmax
+
     p = np.asarray(predictions, dtype=float)
     if output == "logits":
-        p = 1 / (1 + np.exp(-p)) if p.shape[1] == 1 else np.exp(p - p.max(1, keepdims=True))
-        p = p if p.shape[1] == 1 else p / p.sum(1, keepdims=True)
+        p = 1 / (1 + np.exp(-p)) if p.shape[1] == 1 else softmax(p)
     return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
 
 
