@@ -95,8 +95,8 @@ def predict_scores(model: keras.Model, paths: list[str], spec: ModelSpec, batch_
     outputs = np.concatenate([np.asarray(model(_feed(x, spec), training=False), dtype=np.float64)
                               for x, _ in dataset])
     if spec.output == "logits":
-        softmax = spec.task == "multiclass" or spec.two_column_binary
-        outputs = softmax(outputs) if softmax else 1 / (1 + np.exp(-outputs))
+        exclusive = spec.task == "multiclass" or spec.two_column_binary
+        outputs = softmax(outputs) if exclusive else 1 / (1 + np.exp(-outputs))
     if spec.task == "binary":
         return outputs[:, spec.positive_index] if outputs.shape[1] == 2 else outputs[:, 0]
     return outputs
