@@ -11,12 +11,8 @@ import numpy as np
 from cxr_keras.data.dicom import dicom_to_uint8, is_dicom_bytes
 
 
-def read_gray(path: str, size: tuple[int, int]) -> np.ndarray:
-    """A file (PNG 8/16-bit, JPEG, BMP, DICOM) as (H, W, 1) float32 pixels in 0..255, stretched to `size`.
-
-    Pillow's antialiased bilinear resize stands in for TensorFlow's here: values differ from the training
-    pipeline's by rounding only.
-    """
+def open_gray(path: str):
+    """A file (PNG 8/16-bit, JPEG, BMP, DICOM) as an 8-bit grayscale Pillow image at its own size."""
     from PIL import Image
 
     with open(path, "rb") as f:
@@ -24,19 +20,26 @@ def read_gray(path: str, size: tuple[int, int]) -> np.ndarray:
     if not data:
         raise ValueError(f"{path} is empty")
     if is_dicom_bytes(data):
-        image = Image.fromarray(dicom_to_uint8(data))
-    else:
-        import io
+        return Image.fromarray(dicom_to_uint8(data))
+    import io
 
-        image = Image.open(io.BytesIO(data))
-        if image.mode in ("I;16", "I;16B", "I"):
-            array = np.asarray(image, dtype=np.float64)
-            low, high = array.min(), array.max()
-            image = Image.fromarray(((array - low) / max(high - low, 1) * 255).round().astype(np.uint8))
-        else:
-            image = image.convert("L")
-    resized = image.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(resized, dtype=np.float32)[..., None]
+    image = Image.open(io.BytesIO(data))
+    if image.mode in ("I;16", "I;16B", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = array.min(), array.max()
+        return Image.fromarray(((array - low) / max(high - low, 1) * 255).round().astype(np.uint8))
+    return image.convert("L")
+
+
+def to_pixels(image, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 1) float32 pixels of a Pillow image stretched to `size` = (H, W).
+
+    Pillow's antialiased bilinear resize stands in for TensorFlow's here: values differ from the training
+    pipeline's by rounding only.
+    """
+    from PIL import Image
+
+    return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)[..., None]
 
 
 def sha256(path: str) -> str:

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from cxr_keras.edge import TFLiteModel, read_gray
+from cxr_keras.edge import TFLiteModel, open_gray, to_pixels
 from cxr_keras.io_utils import atomic_writer
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
@@ -76,21 +76,30 @@ def image_paths(items: list[str]) -> list[str]:
 
 
 def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: int = 16, threads: int = 2) -> dict:
-    """Write predictions.csv; returns counts of images predicted and failed."""
+    """Write predictions.csv; returns counts of images predicted, resized (another size than the model's: said
+    once on stderr) and failed."""
     predictor = Predictor(model_path, threads)
     meta = predictor.metadata
     classes, task, threshold = meta["classes"], meta["task"], float(meta.get("threshold", 0.5))
     paths = image_paths(images)
-    rows, failed = [], 0
+    height, width = predictor.image_size
+    rows, failed, resized = [], 0, 0
     for start in range(0, len(paths), batch_size):
         batch, readable = [], []
         for path in paths[start : start + batch_size]:
             try:
-                batch.append(read_gray(path, predictor.image_size))
-                readable.append(path)
+                image = open_gray(path)
             except Exception as exc:  # any unreadable file: reported in its row, the run goes on
                 failed += 1
                 rows.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            if image.size != (width, height):
+                if not resized:  # said once, not once per image
+                    print(f"note: {path} is {image.size[0]}x{image.size[1]} px; images of another size than the "
+                          f"model's {width}x{height} are stretched to it, as in training", file=sys.stderr)
+                resized += 1
+            batch.append(to_pixels(image, predictor.image_size))
+            readable.append(path)
         if batch:
             for path, output in zip(readable, predictor.predict(np.stack(batch))):
                 rows.append({"path": path, **_decision(output, classes, task, threshold, meta), "error": ""})
@@ -99,7 +108,7 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    return {"images": len(paths), "predicted": len(paths) - failed, "failed": failed}
+    return {"images": len(paths), "predicted": len(paths) - failed, "failed": failed, "resized": resized}
 
 
 def _decision(output: np.ndarray, classes: list[str], task: str, threshold: float, meta: dict) -> dict:
@@ -127,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{counts['predicted']} of {counts['images']} images predicted, {counts['failed']} unreadable "
-          f"(see the error column) -> {args.out}")
+    print(f"{counts['predicted']} of {counts['images']} images predicted ({counts['resized']} resized), "
+          f"{counts['failed']} unreadable (see the error column) -> {args.out}")
     return 0
 
 

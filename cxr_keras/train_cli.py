@@ -45,6 +45,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--balance", choices=["auto", "none", "class_weight", "pos_weight"])
     train.add_argument("--label-smoothing", type=float)
     train.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE flat epochs")
+    train.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="stop before an epoch would end past SECONDS of training (later stages skipped)")
     train.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick runs)")
     train.add_argument("--seed", type=int)
     train.add_argument("--strategy", choices=list(STRATEGIES))
@@ -81,6 +83,8 @@ def config_from_args(args: argparse.Namespace, default: ExperimentConfig) -> Exp
         config.data.split_ratios = tuple(args.split_ratios)
     if args.early_stopping is not None:
         config.train.early_stopping_patience = args.early_stopping
+    if getattr(args, "time_budget", None) is not None:
+        config.train.time_budget_s = args.time_budget
     config.train.stages = _stages(config.train.stages, args)
     for key in ("name", "runs_dir"):
         if getattr(args, key) is not None:

@@ -1,6 +1,6 @@
 """The four transfer-learning backbones and the baseline CNN under one config and one wall-clock budget each.
 
-    python -m experiments.compare_backbones --data-dir ../shared/datasets/kermany/train --budget 600
+    python -m experiments.compare_backbones --data-dir ../shared/datasets/kermany/train --time-budget 600
 
 Published coursework compares backbones at equal epochs, which favours the slow ones; here every model gets the
 same seconds of training on the same split. Writes comparison.csv, comparison.md and comparison.png into
@@ -33,11 +33,11 @@ CONFIG = ExperimentConfig(
                     schedule="cosine"),
     ]),
 )
+DEFAULT_BUDGET_S = 600.0  # training seconds per backbone when --time-budget is not given
 SAMPLE = {"image_size": 64, "batch_size": 16, "epochs": [1, 2], "split_ratios": (0.7, 0.15, 0.15)}
 
 
 def _extra(parser) -> None:
-    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per backbone (default 600)")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--out", default=os.path.join("runs", "compare_backbones"), help="folder for the table")
 
@@ -63,11 +63,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     args = parse_args("compare_backbones", __doc__, argv, SAMPLE, extra=_extra)
     base = config_from_args(args, CONFIG)
+    budget = base.train.time_budget_s or DEFAULT_BUDGET_S
     rows = []
     for backbone in args.backbones:
         config = dataclasses.replace(base, name=f"compare-{backbone}",
                                      model=dataclasses.replace(base.model, backbone=backbone),
-                                     train=dataclasses.replace(base.train, time_budget_s=args.budget))
+                                     train=dataclasses.replace(base.train, time_budget_s=budget))
         if backbone == "baseline":
             config.model.weights = "none"
         start = time.perf_counter()
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append({"backbone": backbone, "weights": metadata["weights"], "epochs": epochs,
                      "val_auc": split_auc(run_dir, "val"), "test_auc": split_auc(run_dir, "test"),
                      "wall_s": round(seconds, 1), "params": model.count_params(), "run_dir": run_dir})
-    write_comparison(rows, args.out, args.budget)
+    write_comparison(rows, args.out, budget)
     return rows
 
 

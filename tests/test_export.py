@@ -89,7 +89,7 @@ def test_int8_without_enough_calibration_data_is_refused(exported, tmp_path, cap
 
 
 @pytest.mark.parametrize("artifact", ["best.keras", "savedmodel", "model_fp32.tflite", "model_int8.tflite"])
-def test_predict_on_each_artifact_with_a_dicom_and_a_broken_file(exported, artifact, tmp_path):
+def test_predict_on_each_artifact_with_a_dicom_and_a_broken_file(exported, artifact, tmp_path, capsys):
     data, run_dir, out = exported
     model = os.path.join(run_dir, artifact) if artifact.endswith(".keras") else os.path.join(out, artifact)
     images = tmp_path / "images"
@@ -103,6 +103,9 @@ def test_predict_on_each_artifact_with_a_dicom_and_a_broken_file(exported, artif
                  "--out", target]) == 0
     rows = {os.path.basename(r["path"]): r for r in csv.DictReader(open(target))}
     assert rows["broken.png"]["error"] and not rows["scan.dcm"]["error"]
+    printed = capsys.readouterr()
+    assert printed.err.count("are stretched to it") == 1 and "scan.dcm is 40x40 px" in printed.err  # model: 32 px
+    assert "2 of 3 images predicted (1 resized)" in printed.out
     p = float(rows[normal]["p_PNEUMONIA"])
     assert rows[normal]["decision"] == ("PNEUMONIA" if p >= verify_card(out)["threshold"] else "NORMAL")
     assert float(rows[normal]["p_NORMAL"]) == pytest.approx(1 - p)
@@ -123,4 +126,4 @@ def test_the_tflite_path_imports_no_tensorflow(exported, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "60 of 60 images predicted" in result.stdout
+    assert "60 of 60 images predicted (0 resized)" in result.stdout

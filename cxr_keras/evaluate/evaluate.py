@@ -153,12 +153,39 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     plots.plot_per_class(metrics["per_class"], paths["per_class"])
     metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"])
     metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
+    write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
     with atomic_writer(os.path.join(out, "metrics.json")) as f:
         json.dump(metrics, f, indent=2)
     from cxr_keras.evaluate.report import write_report
 
     write_report(metrics, os.path.join(out, "report.md"))
     return metrics
+
+
+def write_scores(path: str, spec: ModelSpec, paths: list[str], y: np.ndarray, scores: np.ndarray) -> None:
+    """One row per image: path, true_<class> and p_<class> (binary: the positive class only)."""
+    import csv
+
+    names = [spec.classes[spec.positive_index]] if spec.task == "binary" else spec.classes
+    y2, s2 = y.reshape(len(y), -1), scores.reshape(len(scores), -1)
+    with atomic_writer(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", *(f"true_{n}" for n in names), *(f"p_{n}" for n in names)])
+        for p, truth_row, score_row in zip(paths, y2, s2):
+            # repr: exact, so the threshold (one of the scores) splits the reloaded scores as it did these
+            writer.writerow([p, *(int(t) for t in truth_row), *(repr(float(v)) for v in score_row)])
+
+
+def read_scores(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """paths, truth (n, k) and scores (n, k) of a scores.csv written by `write_scores`."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    k = (len(rows[0]) - 1) // 2
+    body = rows[1:]
+    return ([r[0] for r in body], np.array([[int(v) for v in r[1:1 + k]] for r in body]),
+            np.array([[float(v) for v in r[1 + k:]] for r in body]))
 
 
 def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold: float,

@@ -1,0 +1,87 @@
+"""experiments.kermany_scratch (one row of the results table) and experiments.results_table (the table)."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from helpers import write_blob_dataset
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+
+@pytest.fixture(scope="module")
+def row(tmp_path_factory):
+    """A real tiny row: baseline CNN, 32 px, 2 epochs, exported (int8) into the temporary folder."""
+    from experiments.kermany_scratch import main
+
+    root = tmp_path_factory.mktemp("results")
+    data = write_blob_dataset(str(root / "data"), n_per_class=20, size=32)
+    cwd = os.getcwd()
+    os.chdir(root)  # the export lands in ./saved_models
+    try:
+        result = main(["--data-dir", data, "--backbone", "baseline", "--image-size", "32", "--batch-size", "8",
+                       "--epochs", "2", "--run-dir", str(root / "row"), "--quiet"])
+    finally:
+        os.chdir(cwd)
+    return root, result
+
+
+def test_row_metrics_match_sklearn_on_the_written_scores(row):
+    from cxr_keras.evaluate.evaluate import read_scores
+
+    root, result = row
+    assert json.load(open(root / "row" / "result.json")) == result
+    paths, y, s = read_scores(str(root / "row" / "evaluation" / "val" / "scores.csv"))
+    assert len(paths) == result["n_val"] == 8  # 80/20 of 40 one-image patients
+    y, s = y[:, 0], s[:, 0]
+    decided = (s >= result["threshold"]).astype(int)
+    assert result["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-5)
+    assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, decided), abs=1e-5)
+    assert result["sensitivity"] == pytest.approx(decided[y == 1].mean(), abs=1e-5)
+    assert result["epochs"] == 2 and result["backbone"] == "baseline" and result["split_seed"] == 0
+    assert result["params"] > 1000 and 0 < result["peak_gib"] < 24 and result["train_seconds"] > 0
+    assert result["int8_mb"] > 0 and 0 <= result["int8_roc_auc"] <= 1
+    assert "--backbone baseline" in result["command"]
+    assert result["targets_met"] == (result["roc_auc"] >= 0.99 and result["balanced_accuracy"] >= 0.95)
+
+
+def test_table_reuses_finished_rows_and_retrains_interrupted_ones(row, tmp_path, monkeypatch):
+    from experiments import results_table
+
+    root, result = row
+    out = tmp_path / "table"
+    shutil.copytree(root / "row", out / "runs" / "kermany-baseline-seed0")
+    moved = dict(result, run_dir=str(out / "runs" / "kermany-baseline-seed0"))
+    json.dump(moved, open(out / "runs" / "kermany-baseline-seed0" / "result.json", "w"))
+    os.makedirs(out / "runs" / "kermany-baseline-seed1")  # interrupted: no result.json
+    open(out / "runs" / "kermany-baseline-seed1" / "last.keras", "w").close()
+    launched = []
+
+    def fake_run(command, check):
+        launched.append(command)
+        raise subprocess.CalledProcessError(1, command)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    argv = ["--data-dir", "DATA", "--backbones", "baseline", "--epochs", "baseline=3", "--out", str(out)]
+    with pytest.raises(subprocess.CalledProcessError):
+        results_table.main([*argv, "--seeds", "0", "1"])
+    assert len(launched) == 1 and "--split-seed" in launched[0] and launched[0][-1].endswith("seed1")
+    assert launched[0][launched[0].index("--epochs") + 1] == "3"
+    assert not os.path.exists(out / "runs" / "kermany-baseline-seed1")  # the partial row was cleared first
+
+    rows = results_table.main([*argv, "--seeds", "0"])  # seed 0 is finished: nothing is trained
+    assert len(launched) == 1 and rows == [moved]
+    table = open(out / "results.md").read()
+    assert f"| baseline | 0 | 2 | {result['roc_auc']:.3f} [" in table and result["command"] in table
+    assert os.path.getsize(out / "roc.png") > 0 and os.path.exists(out / "gradcam_best.png")
+    assert np.isclose(float(next(csv.DictReader(open(out / "results.csv")))["roc_auc"]), result["roc_auc"])
+
+
+def test_table_refuses_a_malformed_epochs_override():
+    from experiments import results_table
+
+    with pytest.raises(SystemExit, match="BACKBONE=N"):
+        results_table.main(["--data-dir", "D", "--epochs", "vgg=3"])
