@@ -31,6 +31,7 @@ class DataConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 42
+    split_fold: int = 0  # cross-validation: which rotation of the split's folds (see split_table)
     resplit: bool = False
     image_size: int = 224
     resize: str = "stretch"

@@ -170,7 +170,8 @@ def _load_table(config: ExperimentConfig, run_dir: str, resuming: bool) -> Image
     splits_path = os.path.join(run_dir, "splits.csv")
     if resuming:
         return apply_saved_splits(table, splits_path)
-    table = split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit)
+    table = split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit,
+                        fold=data.split_fold)
     save_splits(table, splits_path)
     if table.dropped:
         write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))

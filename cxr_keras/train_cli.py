@@ -31,6 +31,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--cache", help="'memory' (default), 'none', or a file path for tf.data's file cache")
     data.add_argument("--split-ratios", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"))
     data.add_argument("--split-seed", type=int)
+    data.add_argument("--split-fold", type=int, help="cross-validation: rotate the split's folds (0 .. folds-1)")
     data.add_argument("--resplit", action="store_true", default=None, help="ignore the data's own split")
 
     model = parser.add_argument_group("model")
@@ -64,7 +65,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 DATA_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "image_size", "batch_size", "augment",
-             "split_seed", "resplit")
+             "split_seed", "split_fold", "resplit")
 MODEL_KEYS = ("backbone", "weights", "dropout")
 TRAIN_KEYS = ("balance", "label_smoothing", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit")
 

@@ -8,7 +8,9 @@ own process (so its peak memory is its own), in OUT/runs/kermany-B-seedS/. Epoch
 their measured speed on 2 CPU cores to fill the budget (the budget stops a row that would overrun it; the table
 shows the epochs done). A row whose result.json exists is not trained again, so an interrupted table resumes.
 Writes OUT/results.csv, OUT/results.md (the table with the command of every row) and OUT/roc.png (validation ROC
-curves of all rows), and copies the best row's Grad-CAM contact sheet to OUT/gradcam_best.png.
+curves of all rows), and copies the best row's Grad-CAM contact sheet to OUT/gradcam_best.png. The table lists
+every finished row under OUT/runs, so a second seed of one backbone can be added by a later call
+(`--backbones mobilenetv2 --seeds 1`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import sys
 
 from cxr_keras.io_utils import atomic_writer
 
-# Epochs that fill a 1,200 s budget at 128 px, batch 32, on 2 CPU cores (seconds per epoch in brackets).
+# Epochs that fill a 1,200 s budget at 128 px, batch 32, on 2 CPU cores (MobileNetV2: ~63 s per epoch with
+# validation; the others scaled by their measured training speed).
 EPOCHS = {"mobilenetv2": 16, "efficientnetb0": 16, "densenet121": 7, "resnet50": 6, "baseline": 40}
 
 
@@ -49,9 +52,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                        "--backbone", backbone, "--epochs", str(epochs[backbone]), "--time-budget",
                        f"{args.time_budget:g}", "--split-seed", str(seed), "--quiet",
                        "--run-dir", os.path.join(args.out, "runs", f"kermany-{backbone}-seed{seed}")]
-            rows.append(run_row(command))
+            run_row(command)
+    rows = finished_rows(args.out)
     write_table(rows, args.out, args.time_budget)
     return rows
+
+
+def finished_rows(out: str) -> list[dict]:
+    """Every finished row under OUT/runs (also those of earlier calls, e.g. a second seed), in table order."""
+    rows = []
+    for name in os.listdir(os.path.join(out, "runs")):
+        path = os.path.join(out, "runs", name, "result.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                rows.append(json.load(f))
+    return sorted(rows, key=lambda r: (list(EPOCHS).index(r["backbone"]), r["split_seed"]))
 
 
 def _overrides(pairs: list[str]) -> dict[str, int]:
@@ -64,7 +79,7 @@ def _overrides(pairs: list[str]) -> dict[str, int]:
     return out
 
 
-def run_row(command: list[str]) -> dict:
+def run_row(command: list[str]) -> None:
     """Train and evaluate one row in a subprocess, unless its result.json is already there."""
     run_dir = command[command.index("--run-dir") + 1]
     result_path = os.path.join(run_dir, "result.json")
@@ -74,8 +89,6 @@ def run_row(command: list[str]) -> dict:
             shutil.rmtree(run_dir)
         print(f"\n$ {' '.join(command)}", flush=True)
         subprocess.run([sys.executable, *command[1:]], check=True)
-    with open(result_path) as f:
-        return json.load(f)
 
 
 def write_table(rows: list[dict], out: str, budget: float) -> None:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from cxr_keras.evaluate.gradcam import compute_cams, find_conv_layer, pointing_game
+from cxr_keras.evaluate.gradcam import border_check, compute_cams, find_conv_layer, pointing_game
 from cxr_keras.models.factory import build_model
 
 
@@ -76,6 +76,18 @@ def test_pointing_game_arithmetic():
     np.testing.assert_array_equal(result["hit"][:2], [1.0, 0.0])
     np.testing.assert_allclose(result["energy"][:2], [1.0, 0.5 / 1.5])
     assert np.isnan(result["hit"][2]) and np.isnan(result["energy"][2])
+
+
+def test_border_check_arithmetic():
+    cams = np.zeros((3, 16, 16))
+    cams[0, 0, 0] = 1.0  # all heat in a corner
+    cams[1, 8, 8] = 1.0  # all heat in the middle
+    cams[2] = 1.0  # spread evenly
+    result = border_check(cams, ["COVID", "Normal", "Normal"], band=0.25)
+    assert result["area_share"] == 1 - 0.5**2
+    assert result["per_class"]["COVID"] == {"images": 1, "energy_share": 1.0, "peak_share": 1.0}
+    assert result["per_class"]["Normal"]["energy_share"] == pytest.approx((0 + 0.75) / 2)
+    assert result["energy_share"] == pytest.approx((1 + 0 + 0.75) / 3)
 
 
 def test_nih_boxes_become_masks_at_the_model_size(tmp_path):

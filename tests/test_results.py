@@ -85,3 +85,25 @@ def test_table_refuses_a_malformed_epochs_override():
 
     with pytest.raises(SystemExit, match="BACKBONE=N"):
         results_table.main(["--data-dir", "D", "--epochs", "vgg=3"])
+
+
+def test_cross_validation_covers_every_image_once_and_resumes(tmp_path, monkeypatch):
+    from cxr_keras import train
+    from experiments.darkcovidnet_cv import main
+
+    monkeypatch.chdir(tmp_path)  # the generated sample data lands in ./runs
+    argv = ["--backbone", "baseline", "--image-size", "32", "--epochs", "1", "--folds", "3", "--out", "cv",
+            "--quiet"]
+    summary = main(argv)
+    folds = summary["folds"]
+    assert len(folds) == 3 and sum(f["n_val"] for f in folds) == int(np.sum(summary["confusion"]))
+    assert summary["accuracy"]["mean"] == pytest.approx(np.mean([f["accuracy"] for f in folds]))
+    assert 0 <= summary["border"]["area_share"] < 1 and summary["border"]["per_predicted_class"]
+    val_paths = [set(r["path"] for r in csv.DictReader(open(tmp_path / "cv" / f"fold{k}" / "splits.csv"))
+                     if r["split"] == "val") for k in range(3)]
+    everything = {r["path"] for r in csv.DictReader(open(tmp_path / "cv" / "fold0" / "splits.csv"))}
+    assert set().union(*val_paths) == everything and sum(map(len, val_paths)) == len(everything)
+
+    monkeypatch.setattr(train, "run_experiment", lambda *a, **k: pytest.fail("a finished fold was trained again"))
+    assert main(argv)["accuracy"] == summary["accuracy"]
+    assert "mean ± sd" in open(tmp_path / "cv" / "cv.md").read()

@@ -48,6 +48,17 @@ def test_split_is_grouped_stratified_and_seeded():
     assert split_table(table, (0.7, 0.15, 0.15), seed=2).splits != a.splits
 
 
+def test_folds_rotate_validation_over_every_patient_once():
+    table = _table()
+    folds = [split_table(table, (0.8, 0.2, 0.0), seed=3, fold=k) for k in range(5)]
+    val_patients = [{p for p, s in zip(f.patients, f.splits) if s == "val"} for f in folds]
+    assert all(_leak_free(f) for f in folds)
+    assert sum(len(v) for v in val_patients) == len(set(table.patients)) == len(set().union(*val_patients))
+    assert folds[0].splits == split_table(table, (0.8, 0.2, 0.0), seed=3).splits  # fold 0 is the plain split
+    with pytest.raises(SplitError, match="split fold 5 is out of range: .* so the fold is 0 to 4"):
+        split_table(table, (0.8, 0.2, 0.0), fold=5)
+
+
 def test_existing_split_kept_and_missing_val_carved_from_train():
     table = _table()
     table.splits = ["train"] * len(table)

@@ -55,7 +55,7 @@ def test_train_runs_and_never_overwrites(blobs, tmp_path, capsys):
     assert "never overwritten" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["efficientnet_finetune", "mobilenetv2_scratch", "densenet121_multilabel",
+@pytest.mark.parametrize("name", ["efficientnet_finetune", "kermany_scratch", "densenet121_multilabel",
                                   "compare_backbones"])
 def test_experiments_print_their_config(name, blobs, capsys):
     module = importlib.import_module(f"experiments.{name}")

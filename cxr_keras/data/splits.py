@@ -24,8 +24,13 @@ def split_table(
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 42,
     keep_existing: bool = True,
+    fold: int = 0,
 ) -> ImageTable:
     """Assign every row to train/val/test, grouped by patient and stratified by label.
+
+    `fold` rotates the folds the ratios are made of, for cross-validation: with ratios (0.8, 0.2, 0.0) (5 folds)
+    and one seed, folds 0-4 each put a different fifth of the patients in val, together covering every patient
+    once.
 
     The data's own split is kept when `keep_existing` and every row has one; rows with no split (or a table
     whose split lacks val or test) are split from the rest by `ratios` = (train, val, test). A patient never
@@ -37,9 +42,9 @@ def split_table(
         # e.g. only a train folder: carve the missing splits out of train, in proportion
         carve = [r if name == "train" or name not in existing else 0.0 for name, r in zip(SPLITS, ratios)]
         if sum(carve) > ratios[0]:
-            table = _carve(table, tuple(r / sum(carve) for r in carve), seed)
+            table = _carve(table, tuple(r / sum(carve) for r in carve), seed, fold)
     else:
-        assignment = _assign(table, ratios, seed)
+        assignment = _assign(table, ratios, seed, fold)
         table = dataclasses.replace(table, splits=[SPLITS[k] for k in assignment])
     assert_no_patient_leak(table)
     return table
@@ -60,10 +65,11 @@ def stratify_key(table: ImageTable) -> np.ndarray:
     return np.where(np.isinf(rarity.min(axis=1)), len(table.classes), rarity.argmin(axis=1))
 
 
-def _assign(table: ImageTable, ratios: tuple[float, float, float], seed: int) -> np.ndarray:
+def _assign(table: ImageTable, ratios: tuple[float, float, float], seed: int, rotation: int = 0) -> np.ndarray:
     """Split index (0 train, 1 val, 2 test) per row, via sklearn's StratifiedGroupKFold.
 
-    The ratios become whole folds: (0.8, 0.1, 0.1) is 10 folds, 1 for test and 1 for val.
+    The ratios become whole folds: (0.8, 0.1, 0.1) is 10 folds, 1 for test and 1 for val; `rotation` shifts
+    which folds go where.
     """
     fractions = [Fraction(r).limit_denominator(100) for r in ratios]
     n_folds = int(np.lcm.reduce([f.denominator for f in fractions]))
@@ -76,16 +82,19 @@ def _assign(table: ImageTable, ratios: tuple[float, float, float], seed: int) ->
         )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold = np.empty(len(table), dtype=int)
+    if not 0 <= rotation < n_folds:
+        raise SplitError(f"split fold {rotation} is out of range: ratios {ratios} make {n_folds} folds, "
+                         f"so the fold is 0 to {n_folds - 1}")
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(table)), stratify_key(table), groups)):
-        fold[held] = k
+        fold[held] = (k + rotation) % n_folds
     boundaries = np.cumsum(folds_per_split)  # folds [0, b0) train, [b0, b1) val, [b1, n) test
     return np.searchsorted(boundaries, fold, side="right")
 
 
-def _carve(table: ImageTable, ratios: tuple[float, float, float], seed: int) -> ImageTable:
+def _carve(table: ImageTable, ratios: tuple[float, float, float], seed: int, fold: int = 0) -> ImageTable:
     """Re-split the train rows by `ratios`, patient-grouped and stratified; other rows keep their split."""
     train_rows = np.flatnonzero(np.array(table.splits) == "train")
-    assignment = _assign(table.subset(np.isin(np.arange(len(table)), train_rows)), ratios, seed)
+    assignment = _assign(table.subset(np.isin(np.arange(len(table)), train_rows)), ratios, seed, fold)
     splits = list(table.splits)
     for row, k in zip(train_rows, assignment):
         splits[row] = SPLITS[k]

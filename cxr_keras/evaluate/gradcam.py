@@ -154,6 +154,26 @@ def pointing_game(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
     return {"hit": np.where(has_lesion, hit, np.nan), "energy": np.where(has_lesion, energy, np.nan)}
 
 
+def border_mask(size: tuple[int, int], band: float = 0.125) -> np.ndarray:
+    """True on the outer `band` share of each side: where borders, corners and burned-in text sit."""
+    mask = np.ones(size, dtype=bool)
+    dy, dx = max(1, round(band * size[0])), max(1, round(band * size[1]))
+    mask[dy:-dy, dx:-dx] = False
+    return mask
+
+
+def border_check(cams: np.ndarray, explained: list[str], band: float = 0.125) -> dict:
+    """The shortcut check: share of heat (and of peaks) in the image border, overall and per explained class,
+    beside the border's share of the area (what heat spread evenly would give)."""
+    mask = border_mask(cams.shape[1:3], band)
+    result = pointing_game(cams, np.broadcast_to(mask, cams.shape))
+    names = np.asarray(explained)
+    per_class = {str(c): {"images": int((names == c).sum()), "energy_share": float(result["energy"][names == c].mean()),
+                          "peak_share": float(result["hit"][names == c].mean())} for c in sorted(set(explained))}
+    return {"band": band, "area_share": float(mask.mean()), "energy_share": float(result["energy"].mean()),
+            "peak_share": float(result["hit"].mean()), "per_class": per_class}
+
+
 def _probabilities(predictions: np.ndarray, output: str) -> np.ndarray:
     """(N, K) class probabilities from model outputs (a single sigmoid becomes two columns)."""
     from cxr_keras.evaluate.evaluate import softmax
@@ -247,6 +267,7 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
     plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
     summary: dict = {"method": method, "layer": "/".join(_resolve(model, layer)), "n_images": len(paths),
                      "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
+    summary["border"] = border_check(cams, summary["explained"])
     if masks or boxes:
         found = (box_masks(paths, boxes, spec.image_size, box_finding) if boxes
                  else [lesion_mask(p, spec.image_size) for p in paths])
