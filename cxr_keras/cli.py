@@ -140,6 +140,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cxr_keras.export import export_model
     from cxr_keras.predict import image_paths
 
+    if args.recalibrate_threshold and not args.eval_data:
+        raise ValueError("--recalibrate-threshold needs --eval-data: labelled (validation) images to match on")
     calibration = image_paths([args.calibration_data]) if args.calibration_data else None
     card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io)
     print(f"Wrote {', '.join(a['file'] for a in card['artifacts'].values())} and model_card.json to {args.out}")
@@ -162,7 +164,7 @@ def _parity(args: argparse.Namespace) -> dict:
     if args.eval_count and len(table) > args.eval_count:
         evenly = np.linspace(0, len(table) - 1, args.eval_count).round().astype(int)
         table = table.subset(np.isin(np.arange(len(table)), evenly))
-    return parity_for_table(args.model, args.out, table, args.threads)
+    return parity_for_table(args.model, args.out, table, args.threads, args.recalibrate_threshold)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -235,12 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="a .keras model made by cxr train (with its .json)")
     export.add_argument("--formats", nargs="+", default=["savedmodel", "tflite-fp32"], choices=FORMATS)
     export.add_argument("--out", required=True, help="output folder, e.g. saved_models/NAME")
-    export.add_argument("--calibration-data", help="folder of representative images for tflite-int8")
+    export.add_argument("--calibration-data", help="folder of representative images for tflite-int8(-mixed)")
     export.add_argument("--calibration-count", type=int, default=200, help="int8 calibration images (default 200)")
     export.add_argument("--int8-io", choices=["float", "int8", "uint8"], default="float",
                         help="tflite-int8 input/output type (default float: quantize inside the model)")
     export.add_argument("--eval-data", help="labelled folder for the parity report (each artifact vs Keras)")
     export.add_argument("--eval-count", type=int, default=400, help="images of it to use (default 400)")
+    export.add_argument("--recalibrate-threshold", action="store_true",
+                        help="give each TFLite artifact its own threshold, the one that keeps the Keras model's "
+                             "sensitivity on --eval-data (use validation images); predict uses it")
     export.add_argument("--threads", type=int, default=2, help="TFLite threads for the latency figures")
     export.set_defaults(func=cmd_export)
 

@@ -20,7 +20,10 @@ import tensorflow as tf
 from cxr_keras.edge import TFLiteModel, sha256
 from cxr_keras.io_utils import atomic_writer
 
-FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8")
+FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed")
+# Ops tflite-int8-mixed keeps in float: the sigmoid and product of swish (EfficientNet) and of squeeze-and-excite
+# gates, which 8-bit activations represent badly.
+FLOAT_OPS = ("LOGISTIC", "MUL")
 INTENDED_USE = ("Research and engineering evaluation of chest X-ray classifiers. Not a medical device: it has not "
                 "been cleared for diagnosis, and its outputs must not guide patient care.")
 
@@ -43,25 +46,38 @@ def export_savedmodel(model, path: str) -> str:
 
 
 def convert_tflite(savedmodel: str, kind: str, calibration: np.ndarray | None = None, int8_io: str = "float") -> bytes:
-    """TFLite flatbuffer of one kind: fp32, fp16, dynamic or int8 (full integer, calibrated on `calibration`)."""
+    """TFLite flatbuffer of one kind: fp32, fp16, dynamic, int8 (full integer, calibrated on `calibration`) or
+    int8-mixed (int8 calibrated the same way, with the FLOAT_OPS kept in float)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(savedmodel)
     if kind == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif kind == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif kind == "int8":
+    elif kind in ("int8", "int8-mixed"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if kind == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_io != "float":
             converter.inference_input_type = converter.inference_output_type = getattr(tf, int8_io)
+    if kind == "int8-mixed":
+        return _selectively_quantized(converter, calibration)
     try:
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and friends with the op names in the text
         ops = sorted({word.strip(",.'\"") for word in str(exc).split() if word.startswith(("tf.", "TF", "Flex"))})
         raise ExportError(f"TFLite {kind} conversion failed{' on ops ' + ', '.join(ops) if ops else ''}: "
                           f"{str(exc).strip().splitlines()[0]}") from None
+
+
+def _selectively_quantized(converter, calibration: np.ndarray) -> bytes:
+    """int8 with FLOAT_OPS left in float, through TFLite's QuantizationDebugger (the documented way to exclude
+    ops from quantization; the converter itself has no such option)."""
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+    return debugger.get_nondebug_quantized_model()
 
 
 def calibration_images(paths: list[str], size: tuple[int, int], count: int) -> np.ndarray:
@@ -86,7 +102,7 @@ def export_model(model_path: str, out: str, formats: list[str], calibration_path
     model, metadata = load_model(model_path, compile=False)
     size = tuple(model.input_shape[1:3])
     calibration = None
-    if "tflite-int8" in formats:
+    if "tflite-int8" in formats or "tflite-int8-mixed" in formats:
         if not calibration_paths:
             raise ExportError("tflite-int8 needs --calibration-data: a folder of representative images")
         calibration = calibration_images(calibration_paths, size, calibration_count)
@@ -98,8 +114,9 @@ def export_model(model_path: str, out: str, formats: list[str], calibration_path
         artifacts["savedmodel"] = "savedmodel"
     for fmt in formats:
         if fmt.startswith("tflite-"):
-            name = f"model_{fmt.split('-')[1]}.tflite"
-            flatbuffer = convert_tflite(savedmodel, fmt.split("-")[1], calibration, int8_io)
+            kind = fmt.removeprefix("tflite-")
+            name = f"model_{kind.replace('-', '_')}.tflite"
+            flatbuffer = convert_tflite(savedmodel, kind, calibration, int8_io)
             with atomic_writer(os.path.join(out, name), "wb") as f:
                 f.write(flatbuffer)
             artifacts[fmt] = name
@@ -170,9 +187,12 @@ def latency(predict_one, images: np.ndarray, runs: int = 30) -> dict[str, float]
     return {"mean_ms": float(np.mean(times)), "p95_ms": float(np.percentile(times, 95))}
 
 
-def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndarray, threads: int = 2) -> dict:
+def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndarray, threads: int = 2,
+                  recalibrate: bool = False) -> dict:
     """Each artifact against the Keras model on the same images: ROC-AUC, sensitivity/specificity at the card's
-    threshold, accuracy, max |difference in probability|, size, latency. Writes export_report.json and README.md."""
+    threshold, accuracy, max |difference in probability|, size, latency; for binary models also each artifact's
+    own threshold that keeps the Keras model's sensitivity, and the specificity there. With `recalibrate`, those
+    thresholds go into the card (predict uses them). Writes export_report.json and README.md."""
     from cxr_keras.evaluate.metrics import evaluate_scores
     from cxr_keras.models.saving import load_model
 
@@ -191,6 +211,15 @@ def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndar
         probabilities = np.stack([run_one(x) for x in images]).astype(np.float64)
         rows[fmt] = _row(card, probabilities, reference, y_true, entry["bytes"], latency(run_one, images),
                          evaluate_scores)
+        if card["task"] == "binary":
+            rows[fmt]["recalibrated"] = recalibrated_point(y_true, probabilities[:, 0], rows["keras"]["sensitivity"])
+            if recalibrate and fmt.startswith("tflite-"):
+                entry["threshold"] = rows[fmt]["recalibrated"]["threshold"]
+                entry["threshold_rule"] = (f"keeps the Keras model's sensitivity {rows['keras']['sensitivity']:.4f} "
+                                           f"on {len(images)} parity images")
+    if recalibrate:
+        with atomic_writer(os.path.join(out, "model_card.json")) as f:
+            json.dump(card, f, indent=2)
     report = {"n_images": len(images), "threshold": card["threshold"], "threads": threads, "artifacts": rows}
     with atomic_writer(os.path.join(out, "export_report.json")) as f:
         json.dump(report, f, indent=2)
@@ -199,7 +228,19 @@ def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndar
     return report
 
 
-def parity_for_table(model_path: str, out: str, table, threads: int = 2) -> dict:
+def recalibrated_point(y_true: np.ndarray, scores: np.ndarray, sensitivity: float) -> dict:
+    """The highest threshold at which `scores` reach at least `sensitivity` (a quantized model's own threshold
+    for the Keras model's operating point), with the sensitivity and specificity there."""
+    y = np.asarray(y_true).reshape(-1).astype(bool)
+    positives = np.sort(scores[y])[::-1]
+    needed = min(len(positives), max(1, int(np.ceil(sensitivity * len(positives) - 1e-9))))
+    threshold = float(positives[needed - 1])
+    decided = scores >= threshold
+    return {"threshold": threshold, "sensitivity": float(decided[y].mean()),
+            "specificity": float((~decided[~y]).mean())}
+
+
+def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalibrate: bool = False) -> dict:
     """`parity_report` on the images and labels of a table (decoded as the training pipeline decodes them)."""
     from cxr_keras.data.pipeline import decode_all
     from cxr_keras.evaluate.evaluate import describe_model, truth
@@ -208,7 +249,7 @@ def parity_for_table(model_path: str, out: str, table, threads: int = 2) -> dict
     model, metadata = load_model(model_path, compile=False)
     spec = describe_model(model, metadata)
     images = decode_all(table.paths, spec.image_size).astype(np.float32)
-    return parity_report(model_path, out, images, truth(table, spec), threads)
+    return parity_report(model_path, out, images, truth(table, spec), threads, recalibrate)
 
 
 def _row(card, probabilities, reference, y_true, size, timing, evaluate_scores) -> dict:
@@ -228,11 +269,16 @@ def format_parity(report: dict, card: dict) -> str:
     lines = [f"# Export of a {card['task']} {card.get('backbone')} model", "",
              f"Classes {card['classes']}; input {card['input']['shape']} float32 0..255; threshold "
              f"{card['threshold']:.4f} ({card['threshold_rule']}). {INTENDED_USE}", "",
-             f"Parity on {report['n_images']} images (latency: single image, {report['threads']} threads):", "",
-             "| artifact | ROC-AUC | sensitivity | specificity | accuracy | max abs dp | MB | mean ms | p95 ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"Parity on {report['n_images']} images (latency: single image, {report['threads']} threads). "
+             "'Own threshold': the artifact's threshold that keeps the Keras model's sensitivity, and the "
+             "specificity there.", "",
+             "| artifact | ROC-AUC | sensitivity | specificity | accuracy | max abs dp | MB | mean ms | p95 ms | "
+             "own threshold | specificity there |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["artifacts"].items():
+        own = r.get("recalibrated")
         lines.append(f"| {name} | {r['roc_auc']:.4f} | {r.get('sensitivity', float('nan')):.4f} | "
                      f"{r.get('specificity', float('nan')):.4f} | {r['accuracy']:.4f} | {r['max_abs_dp']:.2e} | "
-                     f"{r['bytes'] / 1e6:.2f} | {r['mean_ms']:.2f} | {r['p95_ms']:.2f} |")
+                     f"{r['bytes'] / 1e6:.2f} | {r['mean_ms']:.2f} | {r['p95_ms']:.2f} | "
+                     + (f"{own['threshold']:.4f} | {own['specificity']:.4f} |" if own else "| |"))
     return "\n".join(lines) + "\n"

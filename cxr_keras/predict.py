@@ -80,7 +80,7 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
     once on stderr) and failed."""
     predictor = Predictor(model_path, threads)
     meta = predictor.metadata
-    classes, task, threshold = meta["classes"], meta["task"], float(meta.get("threshold", 0.5))
+    classes, task, threshold = meta["classes"], meta["task"], artifact_threshold(meta, model_path)
     paths = image_paths(images)
     height, width = predictor.image_size
     rows, failed, resized = [], 0, 0
@@ -109,6 +109,13 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
         writer.writeheader()
         writer.writerows(rows)
     return {"images": len(paths), "predicted": len(paths) - failed, "failed": failed, "resized": resized}
+
+
+def artifact_threshold(card: dict, model_path: str) -> float:
+    """The artifact's own threshold when export recalibrated one for it, else the model's."""
+    name = os.path.basename(model_path.rstrip(os.sep))
+    own = [a["threshold"] for a in card.get("artifacts", {}).values() if a.get("file") == name and "threshold" in a]
+    return float(own[0] if own else card.get("threshold", 0.5))
 
 
 def _decision(output: np.ndarray, classes: list[str], task: str, threshold: float, meta: dict) -> dict:

@@ -12,10 +12,11 @@ from helpers import write_blob_dataset, write_dicom
 
 from cxr_keras.cli import main
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
-from cxr_keras.export import ExportError, verify_card
+from cxr_keras.export import ExportError, recalibrated_point, verify_card
+from cxr_keras.predict import artifact_threshold
 from cxr_keras.train import run_experiment
 
-FORMATS = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
+FORMATS = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def exported(tmp_path_factory):
     run_dir = run_experiment(config, quiet=True)
     out = str(root / "saved")
     assert main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", out, "--formats", *FORMATS,
-                 "--calibration-data", data, "--calibration-count", "40", "--eval-data", data]) == 0
+                 "--calibration-data", data, "--calibration-count", "40", "--eval-data", data,
+                 "--recalibrate-threshold"]) == 0
     return data, run_dir, out
 
 
@@ -67,6 +69,43 @@ def test_int8_quantization_parameters_are_applied(exported, tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(TFLiteModel(os.path.join(out, "model_int8.tflite")).predict(x),
                                np.asarray(model(x)), atol=0.1)
+
+
+def _logistic_output_types(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    tensors = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    return {np.dtype(tensors[op["outputs"][0]]).name for op in interpreter._get_ops_details()
+            if op["op_name"] == "LOGISTIC"}
+
+
+def test_int8_mixed_keeps_the_sigmoid_in_float(exported):
+    _, _, out = exported
+    assert _logistic_output_types(os.path.join(out, "model_int8.tflite")) == {"int8"}
+    assert _logistic_output_types(os.path.join(out, "model_int8_mixed.tflite")) == {"float32"}
+    report = json.load(open(os.path.join(out, "export_report.json")))["artifacts"]
+    assert report["tflite-int8-mixed"]["max_abs_dp"] < 0.1
+
+
+def test_recalibrated_thresholds_keep_the_keras_sensitivity(exported):
+    _, _, out = exported
+    card = verify_card(out)
+    report = json.load(open(os.path.join(out, "export_report.json")))["artifacts"]
+    for fmt in ("tflite-int8", "tflite-int8-mixed"):
+        own = report[fmt]["recalibrated"]
+        assert card["artifacts"][fmt]["threshold"] == own["threshold"]
+        assert own["sensitivity"] >= report["keras"]["sensitivity"]
+        assert artifact_threshold(card, os.path.join(out, card["artifacts"][fmt]["file"])) == own["threshold"]
+    assert "threshold" not in card["artifacts"]["savedmodel"]
+
+
+def test_recalibrated_point_by_hand():
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.5, 0.7, 0.2, 0.6, 0.8, 0.9])
+    point = recalibrated_point(y, s, sensitivity=0.75)  # 3 of 4 positives: threshold at the third highest, 0.6
+    assert point == {"threshold": 0.6, "sensitivity": 0.75, "specificity": 2 / 3}
+    assert recalibrated_point(y, s, 1.0)["threshold"] == 0.2
 
 
 def test_a_changed_artifact_fails_the_hash_check(exported, tmp_path):
@@ -107,7 +146,9 @@ def test_predict_on_each_artifact_with_a_dicom_and_a_broken_file(exported, artif
     assert printed.err.count("are stretched to it") == 1 and "scan.dcm is 40x40 px" in printed.err  # model: 32 px
     assert "2 of 3 images predicted (1 resized)" in printed.out
     p = float(rows[normal]["p_PNEUMONIA"])
-    assert rows[normal]["decision"] == ("PNEUMONIA" if p >= verify_card(out)["threshold"] else "NORMAL")
+    card = verify_card(out)
+    threshold = artifact_threshold(card, model) if artifact.endswith(".tflite") else card["threshold"]
+    assert rows[normal]["decision"] == ("PNEUMONIA" if p >= threshold else "NORMAL")
     assert float(rows[normal]["p_NORMAL"]) == pytest.approx(1 - p)
 
 
