@@ -7,10 +7,10 @@ Each row is `python -m experiments.kermany_scratch --backbone B --epochs E --tim
 own process (so its peak memory is its own), in OUT/runs/kermany-B-seedS/. Epochs per backbone are sized from
 their measured speed on 2 CPU cores to fill the budget (the budget stops a row that would overrun it; the table
 shows the epochs done). A row whose result.json exists is not trained again, so an interrupted table resumes.
-Writes OUT/results.csv, OUT/results.md (the table with the command of every row) and OUT/roc.png (validation ROC
-curves of all rows), and copies the best row's Grad-CAM contact sheet to OUT/gradcam_best.png. The table lists
-every finished row under OUT/runs, so a second seed of one backbone can be added by a later call
-(`--backbones mobilenetv2 --seeds 1`).
+Writes OUT/results.csv, OUT/results.md (the table with the command of every row), OUT/roc.png and
+OUT/roc_zoom.png (validation ROC curves of all rows, whole and top-left corner), and copies the best row's
+Grad-CAM contact sheet to OUT/gradcam_best.png. The table lists every finished row under OUT/runs, so a second
+seed of one backbone can be added by a later call (`--backbones mobilenetv2 --seeds 1`).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def run_row(command: list[str]) -> None:
 
 
 def write_table(rows: list[dict], out: str, budget: float) -> None:
-    """results.csv, results.md and roc.png; the best row's Grad-CAM sheet as gradcam_best.png."""
+    """results.csv, results.md, roc.png and roc_zoom.png; the best row's Grad-CAM sheet as gradcam_best.png."""
     os.makedirs(out, exist_ok=True)
     columns = [k for k in rows[0] if not k.endswith("_ci")]
     with atomic_writer(os.path.join(out, "results.csv"), newline="") as f:
@@ -102,12 +102,13 @@ def write_table(rows: list[dict], out: str, budget: float) -> None:
     with atomic_writer(os.path.join(out, "results.md")) as f:
         f.write(format_table(rows, budget))
     plot_rocs(rows, os.path.join(out, "roc.png"))
+    plot_rocs(rows, os.path.join(out, "roc_zoom.png"), zoom=(0.2, 0.8))
     best = max(rows, key=lambda r: r["roc_auc"])
     sheet = os.path.join(best["run_dir"], "gradcam", "contact_sheet.png")
     if os.path.exists(sheet):
         shutil.copyfile(sheet, os.path.join(out, "gradcam_best.png"))
     print(format_table(rows, budget))
-    print(f"Wrote {out}/results.csv, results.md, roc.png")
+    print(f"Wrote {out}/results.csv, results.md, roc.png, roc_zoom.png")
 
 
 def format_table(rows: list[dict], budget: float) -> str:
@@ -126,7 +127,7 @@ def format_table(rows: list[dict], budget: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_rocs(rows: list[dict], path: str) -> None:
+def plot_rocs(rows: list[dict], path: str, zoom: tuple[float, float] | None = None) -> None:
     """The validation ROC curve of every row on one plot (from each run's evaluation/val/scores.csv)."""
     from cxr_keras.evaluate.evaluate import read_scores
     from cxr_keras.evaluate.plots import plot_roc
@@ -135,7 +136,7 @@ def plot_rocs(rows: list[dict], path: str) -> None:
     for r in rows:
         _, y, s = read_scores(os.path.join(r["run_dir"], "evaluation", "val", "scores.csv"))
         columns.append((f"{r['backbone']} seed {r['split_seed']}", y[:, 0], s[:, 0]))
-    plot_roc(columns, path)
+    plot_roc(columns, path, zoom=zoom)
 
 
 if __name__ == "__main__":

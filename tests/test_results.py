@@ -76,7 +76,8 @@ def test_table_reuses_finished_rows_and_retrains_interrupted_ones(row, tmp_path,
     assert len(launched) == 1 and rows == [moved]
     table = open(out / "results.md").read()
     assert f"| baseline | 0 | 2 | {result['roc_auc']:.3f} [" in table and result["command"] in table
-    assert os.path.getsize(out / "roc.png") > 0 and os.path.exists(out / "gradcam_best.png")
+    assert os.path.getsize(out / "roc.png") > 0 and os.path.getsize(out / "roc_zoom.png") > 0
+    assert os.path.exists(out / "gradcam_best.png")
     assert np.isclose(float(next(csv.DictReader(open(out / "results.csv")))["roc_auc"]), result["roc_auc"])
 
 

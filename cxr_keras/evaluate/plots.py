@@ -37,8 +37,10 @@ def roc_band(y: np.ndarray, s: np.ndarray, resamples: int = 200, seed: int = 0) 
     return np.quantile(curves, 0.025, axis=0), np.quantile(curves, 0.975, axis=0)
 
 
-def plot_roc(columns: list[tuple[str, np.ndarray, np.ndarray]], path: str, point: dict | None = None) -> str:
-    """ROC per column (name, truth, scores), with a 95% bootstrap band when there is one column."""
+def plot_roc(columns: list[tuple[str, np.ndarray, np.ndarray]], path: str, point: dict | None = None,
+             zoom: tuple[float, float] | None = None) -> str:
+    """ROC per column (name, truth, scores), with a 95% bootstrap band when there is one column; `zoom` =
+    (largest 1 - specificity, smallest sensitivity) shows only the top-left corner, where good models differ."""
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     for name, y, s in columns:
         if 0 < y.sum() < len(y):
@@ -50,7 +52,9 @@ def plot_roc(columns: list[tuple[str, np.ndarray, np.ndarray]], path: str, point
     if point:
         ax.plot(1 - point["specificity"], point["sensitivity"], "ko", label=f"threshold {point['threshold']:.3f}")
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    xmax, ymin = zoom or (1.0, 0.0)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC" + (" (top-left corner)" if zoom else ""),
+           xlim=(0, xmax), ylim=(ymin, 1.01))
     ax.legend(fontsize=7, loc="lower right")
     return save(fig, path)
 
