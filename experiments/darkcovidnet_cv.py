@@ -24,17 +24,16 @@ import os
 
 import numpy as np
 
-from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.io_utils import atomic_writer
 from cxr_keras.train_cli import config_from_args
+from experiments import kermany_scratch
 from experiments.sample_data import parse_args
 
-CONFIG = ExperimentConfig(
-    name="darkcovidnet_cv",
-    data=DataConfig(image_size=128, batch_size=32, augment="standard", split_ratios=(0.8, 0.2, 0.0), split_seed=0),
-    model=ModelConfig(backbone="mobilenetv2", weights="none", dropout=0.2),
-    train=TrainConfig(stages=[StageConfig(name="scratch", epochs=30, trainable="all", learning_rate=1e-3,
-                                          warmup_epochs=1, schedule="cosine")]),
+# The kermany_scratch recipe, with more epochs for the smaller training folds (about 900 images each).
+CONFIG = dataclasses.replace(
+    kermany_scratch.CONFIG, name="darkcovidnet_cv",
+    train=dataclasses.replace(kermany_scratch.CONFIG.train,
+                              stages=[dataclasses.replace(kermany_scratch.CONFIG.train.stages[0], epochs=30)]),
 )
 SAMPLE = {"image_size": 64, "batch_size": 16, "epochs": [4], "patients": 60}
 
