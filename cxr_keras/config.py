@@ -58,6 +58,7 @@ class ModelConfig:
     bottleneck: int = 0
     head_batchnorm: bool = False
     bn_momentum: float | None = None
+    init_from: str = ""  # a .keras model of an earlier run whose weights start this one (e.g. at a smaller size)
 
 
 @dataclasses.dataclass

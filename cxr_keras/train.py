@@ -39,7 +39,7 @@ from cxr_keras.models.finetune import (
     set_trainable,
 )
 from cxr_keras.models.saving import load_model, save_model
-from cxr_keras.models.weights import is_pretrained, resolve_weights
+from cxr_keras.models.weights import init_from_model, is_pretrained, resolve_weights
 from cxr_keras.plots import plot_history
 from cxr_keras.runtime import make_strategy, precision, seed_everything, versions
 
@@ -196,14 +196,18 @@ def _weighting(config: ExperimentConfig, table: ImageTable) -> dict:
 
 
 def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Dataset, weighting: dict) -> keras.Model:
-    """The model, its output bias set to the priors the weighted loss sees (so the first steps start calm)."""
+    """The model, its output bias set to the priors the weighted loss sees (so the first steps start calm), or
+    started from the weights of `model.init_from`."""
     m = config.model
     targets = table.split("train").targets()
     bias = initial_bias(targets, table.task, _positive_weight(weighting, table.task, targets.shape[1]))
     stats = None if is_pretrained(m.weights) else pixel_statistics(train_ds)
-    return build_model(m.backbone, table.task, table.classes, config.data.image_size, m.weights,
-                       dropout=m.dropout, bottleneck=m.bottleneck, head_batchnorm=m.head_batchnorm,
-                       output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum)
+    model = build_model(m.backbone, table.task, table.classes, config.data.image_size, m.weights,
+                        dropout=m.dropout, bottleneck=m.bottleneck, head_batchnorm=m.head_batchnorm,
+                        output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum)
+    if m.init_from:
+        init_from_model(model, m.init_from, table.classes)
+    return model
 
 
 def _positive_weight(weighting: dict, task: str, n_outputs: int) -> np.ndarray | None:

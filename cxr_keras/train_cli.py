@@ -38,6 +38,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--backbone", choices=list(REGISTRY))
     model.add_argument("--weights", help="imagenet | none | auto | PATH to a .h5 / .weights.h5 file")
     model.add_argument("--dropout", type=float)
+    model.add_argument("--init-from", metavar="MODEL",
+                       help="start from the weights of an earlier run's .keras model with the same backbone and "
+                            "classes, e.g. one trained at a smaller --image-size (progressive resizing)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", nargs="+", type=int, help="epochs per stage (one number per stage)")
@@ -66,7 +69,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 DATA_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "image_size", "batch_size", "augment",
              "split_seed", "split_fold", "resplit")
-MODEL_KEYS = ("backbone", "weights", "dropout")
+MODEL_KEYS = ("backbone", "weights", "dropout", "init_from")
 TRAIN_KEYS = ("balance", "label_smoothing", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit")
 
 

@@ -14,6 +14,7 @@ from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageCon
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.sources import load_dataset
 from cxr_keras.models.saving import load_model
+from cxr_keras.models.weights import WeightsError
 from cxr_keras.train import RunCheckpoints, RunError, run_experiment
 
 
@@ -137,3 +138,26 @@ def test_from_scratch_inference_predictions_separate_the_classes(blobs, tmp_path
     assert fitted > 0.9 and auc > 0.95 and spread > 0.2, (fitted, auc, spread)
     fitted, auc, spread = scratch_run("plain", bn_momentum=0.999, recalibrate_bn="false")
     assert fitted > 0.9 and auc < 0.75 and spread < 0.05, (fitted, auc, spread)  # the trap, reproduced
+
+
+def test_init_from_starts_a_larger_input_run_from_a_smaller_ones_weights(blobs, tmp_path):
+    """Progressive resizing: a 32 px run's weights start a 48 px run, which is good from its first epoch."""
+    small = run_experiment(config(blobs, tmp_path / "small", stages=[StageConfig(epochs=3, trainable="all")]),
+                           quiet=True)
+    source = os.path.join(small, "best.keras")
+    large = config(blobs, tmp_path / "large", size=48, stages=[StageConfig(epochs=1, trainable="all",
+                                                                           learning_rate=1e-9)])
+    large.model.init_from = source
+    large.train.recalibrate_bn = "false"
+    run_dir = run_experiment(large, quiet=True)
+    trained, started = load_model(source)[0], load_model(os.path.join(run_dir, "last.keras"))[0]
+    assert started.input_shape[1:3] == (48, 48)
+    kernels = [w for w in trained.weights if "kernel" in w.path]
+    for ours, theirs in zip([w for w in started.weights if "kernel" in w.path], kernels):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert float(history(run_dir)[0]["val_auc"]) > 0.9
+
+    other = config(blobs, tmp_path / "other", backbone="mobilenetv2", size=48)
+    other.model.init_from = source
+    with pytest.raises(WeightsError, match=r"--init-from .*best.keras: its weights do not fit this model"):
+        run_experiment(other, quiet=True)

@@ -121,3 +121,26 @@ def resolve_weights(entry: Backbone, weights: str | None, input_shape: tuple[int
     if spec != "auto":
         return "none" if spec in ("none", "") else (spec if spec == "imagenet" else os.fspath(weights))
     return "imagenet" if pretrained_application(entry, "auto", input_shape) is not None else "none"
+
+
+def init_from_model(model: keras.Model, path: str, classes: list[str]) -> None:
+    """Start `model` from the weights of an earlier run's .keras model: same backbone and classes, any input size.
+
+    The backbones are fully convolutional up to global pooling, so weights learned at 128 px fit a 224 px model
+    (progressive resizing: train cheaply small, finish at the size you deploy)."""
+    from cxr_keras.models.saving import load_model
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"--init-from {path}: no such model file; give an earlier run's best.keras")
+    source, metadata = load_model(path, compile=False)
+    if metadata and metadata.get("classes") != list(classes):
+        raise WeightsError(f"--init-from {path}: its classes {metadata.get('classes')} are not this run's "
+                           f"{list(classes)}")
+    ours, theirs = model.weights, source.weights
+    misfit = next((f"{a.path} {tuple(a.shape)} vs {tuple(b.shape)}" for a, b in zip(ours, theirs)
+                   if tuple(a.shape) != tuple(b.shape)), None)
+    if len(ours) != len(theirs) or misfit:
+        raise WeightsError(f"--init-from {path}: its weights do not fit this model ({len(theirs)} vs {len(ours)} "
+                           f"weights{'; first misfit ' + misfit if misfit else ''}). Use a model of the same "
+                           "backbone and head settings")
+    model.set_weights(source.get_weights())
