@@ -46,6 +46,19 @@ def test_row_metrics_match_sklearn_on_the_written_scores(row):
     assert result["int8_mb"] > 0 and 0 <= result["int8_roc_auc"] <= 1
     assert "--backbone baseline" in result["command"]
     assert result["targets_met"] == (result["roc_auc"] >= 0.99 and result["balanced_accuracy"] >= 0.95)
+    assert result["init_from"] is None and result["train_seconds_with_init"] == result["train_seconds"]
+
+
+def test_time_with_init_adds_the_source_runs_training(tmp_path):
+    from experiments.kermany_scratch import _with_init
+
+    source = tmp_path / "small" / "best.keras"
+    assert _with_init(str(source), 300.0) is None  # the source run's time is unknown: never a silent 300
+    os.makedirs(source.parent)
+    json.dump({"train_seconds": 1000.0}, open(source.parent / "result.json", "w"))
+    assert _with_init(str(source), 300.0) == 1300.0
+    json.dump({"train_seconds": 500.0, "train_seconds_with_init": 1300.0}, open(source.parent / "result.json", "w"))
+    assert _with_init(str(source), 300.0) == 1600.0  # a chain of resizings counts every run
 
 
 def test_table_reuses_finished_rows_and_retrains_interrupted_ones(row, tmp_path, monkeypatch):
