@@ -26,7 +26,7 @@ from cxr_keras.data.sources import load_dataset
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "kermany", "train")
 
 
-def second_epoch_rate(ds: tf.data.Dataset, epochs: int = 3) -> float:
+def steady_epoch_rate(ds: tf.data.Dataset, epochs: int = 3) -> float:
     """Images per second after a first full pass of `ds`: the median over `epochs` further passes (one pass of a
     small dataset is too short to time alone)."""
     for _ in ds:
@@ -63,7 +63,7 @@ def main() -> None:
     cache_bytes = len(table) * args.size * args.size
     print(f"cxr_keras: decoded into the cache in {build:.1f} s; cache {cache_bytes / 2**20:.1f} MiB = N x H x W "
           f"bytes exactly (uint8, one channel); peak RSS grew by {rss_mib() - before:.0f} MiB while building")
-    ours_rate = second_epoch_rate(ours)
+    ours_rate = steady_epoch_rate(ours)
 
     fused = ChestXrayAugment(**PRESETS["standard"], seed=0)
     p = PRESETS["standard"]
@@ -80,7 +80,7 @@ def main() -> None:
             args.data_dir, color_mode="grayscale", image_size=size, batch_size=args.batch, shuffle=True, seed=0,
             verbose=False,
         ).map(lambda x, y, layer=layer: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-        rates[name] = second_epoch_rate(baseline.prefetch(tf.data.AUTOTUNE))
+        rates[name] = steady_epoch_rate(baseline.prefetch(tf.data.AUTOTUNE))
 
     print(f"\n{'pipeline':58s} {'images/s':>9s} {'ratio':>6s}")
     print(f"{'cxr_keras make_dataset (memory cache, standard)':58s} {ours_rate:9.0f} {1:6.2f}")
