@@ -87,7 +87,7 @@ def _run(config: ExperimentConfig, run_dir: str, resuming: bool, quiet: bool, ex
     state = _read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
     with strategy.scope():
         model = (load_model(os.path.join(run_dir, "last.keras"))[0] if resuming
-                 else _build(config, table, train_ds, weighting))
+                 else _build(config, table, train_ds, weighting, quiet))
 
     budget = TimeBudget(train.time_budget_s) if train.time_budget_s else None
     epoch_end = 0
@@ -195,7 +195,8 @@ def _weighting(config: ExperimentConfig, table: ImageTable) -> dict:
     return {"class_weight": class_weights(targets, table.classes)}
 
 
-def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Dataset, weighting: dict) -> keras.Model:
+def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Dataset, weighting: dict,
+           quiet: bool = True) -> keras.Model:
     """The model, its output bias set to the priors the weighted loss sees (so the first steps start calm), or
     started from the weights of `model.init_from`."""
     m = config.model
@@ -206,7 +207,7 @@ def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Datase
                         dropout=m.dropout, bottleneck=m.bottleneck, head_batchnorm=m.head_batchnorm,
                         output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum)
     if m.init_from:
-        init_from_model(model, m.init_from, table.classes)
+        _say(quiet, f"Starting from {init_from_model(model, m.init_from, table.classes)}")
     return model
 
 

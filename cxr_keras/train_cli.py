@@ -39,8 +39,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--weights", help="imagenet | none | auto | PATH to a .h5 / .weights.h5 file")
     model.add_argument("--dropout", type=float)
     model.add_argument("--init-from", metavar="MODEL",
-                       help="start from the weights of an earlier run's .keras model with the same backbone and "
-                            "classes, e.g. one trained at a smaller --image-size (progressive resizing)")
+                       help="start from the weights of an earlier run's .keras model with the same backbone: one "
+                            "trained at a smaller --image-size (progressive resizing), or on other classes "
+                            "(all but its output layer: in-domain pretraining without ImageNet)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", nargs="+", type=int, help="epochs per stage (one number per stage)")

@@ -3,11 +3,12 @@
 import csv
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
 import pytest
-from helpers import write_blob_dataset
+from helpers import write_blob_dataset, write_image
 from sklearn.metrics import roc_auc_score
 
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
@@ -161,3 +162,29 @@ def test_init_from_starts_a_larger_input_run_from_a_smaller_ones_weights(blobs, 
     other.model.init_from = source
     with pytest.raises(WeightsError, match=r"--init-from .*best.keras: its weights do not fit this model"):
         run_experiment(other, quiet=True)
+
+
+def test_init_from_a_model_of_other_classes_reuses_all_but_the_output_layer(blobs, tmp_path):
+    """In-domain pretraining: a binary run's backbone starts a 3-class run; only the output layer starts fresh."""
+    source_dir = run_experiment(config(blobs, tmp_path / "binary", stages=[StageConfig(epochs=1, trainable="all")]),
+                                quiet=True)
+    source = os.path.join(source_dir, "best.keras")
+    three = str(tmp_path / "three")
+    rng = np.random.default_rng(1)
+    for cls, folder in (("clear", "NORMAL"), ("spot", "PNEUMONIA")):
+        os.makedirs(os.path.join(three, cls))
+        for name in os.listdir(os.path.join(blobs, folder)):
+            shutil.copy(os.path.join(blobs, folder, name), os.path.join(three, cls, name))
+    for i in range(40):
+        write_image(os.path.join(three, "dark", f"patient9{i:03d}_0.png"),
+                    np.clip(rng.normal(40, 25, (48, 48)), 0, 255).astype(np.uint8))
+    target = config(three, tmp_path / "multi", stages=[StageConfig(epochs=1, trainable="all", learning_rate=1e-9)])
+    target.model.init_from = source
+    target.train.recalibrate_bn = "false"
+    run_dir = run_experiment(target, quiet=True)
+    trained, started = load_model(source)[0], load_model(os.path.join(run_dir, "last.keras"))[0]
+    assert started.output_shape[-1] == 3
+    body = lambda model: [w for w in model.trainable_weights if not w.path.startswith("predictions/")]  # noqa: E731
+    assert len(body(started)) == len(body(trained)) > 0
+    for ours, theirs in zip(body(started), body(trained)):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=ours.path)  # lr 1e-9: still the source's

@@ -123,24 +123,33 @@ def resolve_weights(entry: Backbone, weights: str | None, input_shape: tuple[int
     return "imagenet" if pretrained_application(entry, "auto", input_shape) is not None else "none"
 
 
-def init_from_model(model: keras.Model, path: str, classes: list[str]) -> None:
-    """Start `model` from the weights of an earlier run's .keras model: same backbone and classes, any input size.
+HEAD = "predictions"  # the factory's output layer; the one part a model for other classes cannot reuse
+
+
+def init_from_model(model: keras.Model, path: str, classes: list[str]) -> str:
+    """Start `model` from the weights of an earlier run's .keras model with the same backbone, at any input size.
 
     The backbones are fully convolutional up to global pooling, so weights learned at 128 px fit a 224 px model
-    (progressive resizing: train cheaply small, finish at the size you deploy)."""
+    (progressive resizing: train cheaply small, finish at the size you deploy). A model of other classes (e.g. a
+    binary pneumonia model starting a 3-class one) gives everything but its output layer, which keeps its fresh
+    initialisation: in-domain pretraining for machines without ImageNet weights. Returns what was copied."""
     from cxr_keras.models.saving import load_model
 
     if not os.path.isfile(path):
         raise WeightsError(f"--init-from {path}: no such model file; give an earlier run's best.keras")
     source, metadata = load_model(path, compile=False)
-    if metadata and metadata.get("classes") != list(classes):
-        raise WeightsError(f"--init-from {path}: its classes {metadata.get('classes')} are not this run's "
-                           f"{list(classes)}")
-    ours, theirs = model.weights, source.weights
+    same_classes = not metadata or metadata.get("classes") == list(classes)
+    keep = (lambda w: True) if same_classes else (lambda w: not w.path.startswith(HEAD + "/"))
+    ours, theirs = [w for w in model.weights if keep(w)], [w for w in source.weights if keep(w)]
     misfit = next((f"{a.path} {tuple(a.shape)} vs {tuple(b.shape)}" for a, b in zip(ours, theirs)
                    if tuple(a.shape) != tuple(b.shape)), None)
     if len(ours) != len(theirs) or misfit:
         raise WeightsError(f"--init-from {path}: its weights do not fit this model ({len(theirs)} vs {len(ours)} "
                            f"weights{'; first misfit ' + misfit if misfit else ''}). Use a model of the same "
                            "backbone and head settings")
-    model.set_weights(source.get_weights())
+    for ours_w, theirs_w in zip(ours, theirs):
+        ours_w.assign(theirs_w)
+    if same_classes:
+        return f"all weights from {path}"
+    return (f"all weights but the output layer from {path} (its classes {metadata.get('classes')} are not this "
+            f"run's {list(classes)}; the output layer starts fresh)")
