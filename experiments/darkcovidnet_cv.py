@@ -13,7 +13,12 @@ and publications than the NIH images of the other classes; a model that has lear
 lungs puts its heat on borders, corners and burned-in text, and shows here as a border share far above the rest.
 
 Writes OUT/cv.json and OUT/cv.md; a fold whose evaluation exists is not trained again (an interrupted run
-resumes). Every `cxr train` option applies to each fold.
+resumes). Every `cxr train` option applies to each fold; in `--init-from`, `{fold}` stands for the fold's
+number, so each fold can start from its own earlier model and never from one that saw its validation images:
+
+    python -m experiments.darkcovidnet_cv --data-dir DATA --out runs/cv-128
+    python -m experiments.darkcovidnet_cv --data-dir DATA --out runs/cv-224 --image-size 224 --epochs 6 \
+        --learning-rates 2e-4 --init-from 'runs/cv-128/fold{fold}/best.keras'
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
 
                 print(f"{run_dir} has no evaluation (an interrupted fold): training it again from the start")
                 shutil.rmtree(run_dir)
-            config = dataclasses.replace(base, name=f"{base.name}-fold{k}",
-                                         data=dataclasses.replace(base.data, split_fold=k))
+            config = dataclasses.replace(
+                base, name=f"{base.name}-fold{k}", data=dataclasses.replace(base.data, split_fold=k),
+                model=dataclasses.replace(base.model, init_from=base.model.init_from.replace("{fold}", str(k))))
             run_experiment(config, run_dir=run_dir, quiet=args.quiet)
             val = run_table(run_dir).split("val")
             explain(os.path.join(run_dir, "best.keras"), val.paths, os.path.join(run_dir, "gradcam"), figures=0)

@@ -118,6 +118,16 @@ def test_cross_validation_covers_every_image_once_and_resumes(tmp_path, monkeypa
     everything = {r["path"] for r in csv.DictReader(open(tmp_path / "cv" / "fold0" / "splits.csv"))}
     assert set().union(*val_paths) == everything and sum(map(len, val_paths)) == len(everything)
 
+    # Each fold from its own model (same split, never a model that saw its validation images).
+    larger = main(["--backbone", "baseline", "--image-size", "40", "--epochs", "1", "--folds", "3", "--out", "cv40",
+                   "--quiet", "--init-from", "cv/fold{fold}/best.keras"])
+    for k in range(3):
+        config = json.load(open(tmp_path / "cv40" / f"fold{k}" / "config.json"))
+        assert config["model"]["init_from"] == f"cv/fold{k}/best.keras" and config["data"]["image_size"] == 40
+        assert {r["path"] for r in csv.DictReader(open(tmp_path / "cv40" / f"fold{k}" / "splits.csv"))
+                if r["split"] == "val"} == val_paths[k]
+    assert len(larger["folds"]) == 3
+
     monkeypatch.setattr(train, "run_experiment", lambda *a, **k: pytest.fail("a finished fold was trained again"))
     assert main(argv)["accuracy"] == summary["accuracy"]
     assert "mean ± sd" in open(tmp_path / "cv" / "cv.md").read()

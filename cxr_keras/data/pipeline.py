@@ -69,7 +69,7 @@ def make_dataset(
         ds = tf.data.Dataset.range(len(paths))
         if training:
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda i: (tf.cast(tf.gather(images, i), tf.float32), tf.gather(targets, i)))
+        ds = ds.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(targets, i)))
     else:
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string), targets)).map(
             lambda p, y: (load_image(p, image_size, resize), y), num_parallel_calls=AUTOTUNE, deterministic=True
@@ -78,9 +78,11 @@ def make_dataset(
             ds = ds.cache(cache)
         if training:
             ds = ds.shuffle(min(len(paths), FILE_CACHE_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+        ds = ds.batch(batch_size)
     if training and augment != "none":
-        ds = _augment(ds, augment, seed)
+        ds = _augment(ds, augment, seed)  # on the uint8 batches; returns float32
+    else:
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return ds.prefetch(AUTOTUNE)
 
 
