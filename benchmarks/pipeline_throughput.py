@@ -4,8 +4,9 @@
 
 Both sides read the same folder at the same size and batch, shuffle, and apply the `standard` augmentation
 (the same ChestXrayAugment layer; the Keras side also runs once with the equivalent chain of stock Keras
-layers). Timed: epochs 2-4 (median), as a training run sees them. Printed: images/s of each, their ratio, and the
-cache's memory against N x H x W bytes. Target: ratio >= 3 on 2 cores; cache within 10% of N x H x W.
+layers). Timed: epochs 2-4 (median), as a training run sees them. Printed: images/s of each, their ratio, the
+cache's memory against N x H x W bytes, and the warp alone in OpenCV (what the layer runs) against TensorFlow's
+op (what Keras' layers run). Target: ratio >= 3 on 2 cores; cache within 10% of N x H x W.
 """
 
 from __future__ import annotations
@@ -38,6 +39,31 @@ def steady_epoch_rate(ds: tf.data.Dataset, epochs: int = 3) -> float:
             n += int(x.shape[0])
         rates.append(n / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def warp_milliseconds(layer: ChestXrayAugment, size: int, batch: int, repeats: int = 20) -> tuple[float, float]:
+    """Milliseconds per batch of the layer's geometry: OpenCV's warpAffine (what the layer runs) against
+    TensorFlow's ImageProjectiveTransformV3 (what Keras' geometric layers run) on the same matrices."""
+    import numpy as np
+
+    from cxr_keras.data.augment import _tone_and_warp
+
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 1)).astype(np.uint8)
+    matrices = layer._matrices(tf.constant(images), tf.constant([0, 1]))
+    transforms = tf.concat([tf.reshape(matrices, [batch, 6]), tf.zeros([batch, 2])], axis=1)
+    floats = tf.constant(images, tf.float32)
+    no_tone = np.zeros((batch, 0), np.float32)
+    tensorflow_warp = tf.function(lambda: tf.raw_ops.ImageProjectiveTransformV3(
+        images=floats, transforms=transforms, output_shape=[size, size], fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="CONSTANT"))
+    timings = []
+    for run in (lambda: _tone_and_warp(images, matrices.numpy(), no_tone, 0.0), lambda: tensorflow_warp().numpy()):
+        run()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        timings.append((time.perf_counter() - start) / repeats * 1000)
+    return timings[0], timings[1]
 
 
 def rss_mib() -> float:
@@ -88,6 +114,9 @@ def main() -> None:
         print(f"{'image_dataset_from_directory + ' + name:58s} {rate:9.0f} {rate / ours_rate:6.2f}")
     for name, rate in rates.items():
         print(f"speed-up over image_dataset_from_directory + {name}: {ours_rate / rate:.2f}x (target >= 3x)")
+    opencv, tensorflow = warp_milliseconds(fused, args.size, args.batch)
+    print(f"one {args.batch} x {args.size} x {args.size} warp: OpenCV warpAffine (uint8) {opencv:.1f} ms, TensorFlow "
+          f"ImageProjectiveTransformV3 (float32) {tensorflow:.1f} ms ({tensorflow / opencv:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"fold {k}: accuracy {folds[-1]['accuracy']:.3f}, macro-F1 {folds[-1]['macro_f1']:.3f}, "
               f"sensitivity {folds[-1]['sensitivity']}")
     summary = summarise(folds, args.out)
+    summary["pairwise_auc"] = pairwise_auc([os.path.join(args.out, f"fold{k}", "evaluation", "val", "scores.csv")
+                                            for k in range(args.folds)], summary["classes"])
     os.makedirs(args.out, exist_ok=True)
     with atomic_writer(os.path.join(args.out, "cv.json")) as f:
         json.dump(summary, f, indent=2)
@@ -120,6 +122,25 @@ def summarise(folds: list[dict], out: str) -> dict:
                        "per_predicted_class": pooled_border}}
 
 
+def pairwise_auc(score_files: list[str], classes: list[str]) -> dict[str, float]:
+    """Out-of-fold ROC-AUC of each pair of classes on the images of those two classes, scored p_b / (p_a + p_b)
+    (Hand and Till's one-vs-one): which distinction the errors come from."""
+    import csv
+    import itertools
+
+    from sklearn.metrics import roc_auc_score
+
+    rows = [row for path in score_files for row in csv.DictReader(open(path, newline=""))]
+    truth = np.array([[float(r[f"true_{c}"]) for c in classes] for r in rows]).argmax(axis=1)
+    scores = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+    result = {}
+    for a, b in itertools.combinations(range(len(classes)), 2):
+        pair = (truth == a) | (truth == b)
+        ratio = scores[pair, b] / np.maximum(scores[pair, a] + scores[pair, b], 1e-12)
+        result[f"{classes[a]} vs {classes[b]}"] = float(roc_auc_score(truth[pair] == b, ratio))
+    return result
+
+
 def format_summary(s: dict) -> str:
     ms = lambda v: f"{v['mean']:.3f} ± {v['std']:.3f}"  # noqa: E731
     lines = [f"{len(s['folds'])}-fold patient-grouped cross-validation (validation folds cover every patient once)",
@@ -133,6 +154,8 @@ def format_summary(s: dict) -> str:
                  " | ".join(ms(s["sensitivity"][c]) for c in s["classes"]) + " |")
     lines += ["", f"Pooled confusion matrix (rows true, columns predicted; {', '.join(s['classes'])}): "
               f"{s['confusion']}", "",
+              "Out-of-fold ROC-AUC of each pair of classes, on the images of those two classes: " +
+              ", ".join(f"{pair} {auc:.3f}" for pair, auc in s.get("pairwise_auc", {}).items()), "",
               f"Grad-CAM border check (outer {s['border']['band']:.1%} band = {s['border']['area_share']:.0%} of the "
               "area), by predicted class:", "", "| predicted | images | heat in border | peaks in border |",
               "|---|---|---|---|"]

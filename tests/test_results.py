@@ -126,8 +126,35 @@ def test_cross_validation_covers_every_image_once_and_resumes(tmp_path, monkeypa
         assert config["model"]["init_from"] == f"cv/fold{k}/best.keras" and config["data"]["image_size"] == 40
         assert {r["path"] for r in csv.DictReader(open(tmp_path / "cv40" / f"fold{k}" / "splits.csv"))
                 if r["split"] == "val"} == val_paths[k]
-    assert len(larger["folds"]) == 3
+    assert len(larger["folds"]) == 3 and len(larger["pairwise_auc"]) == 6  # 4 sample classes
 
     monkeypatch.setattr(train, "run_experiment", lambda *a, **k: pytest.fail("a finished fold was trained again"))
     assert main(argv)["accuracy"] == summary["accuracy"]
     assert "mean ± sd" in open(tmp_path / "cv" / "cv.md").read()
+
+
+def test_pairwise_auc_scores_each_pair_on_its_own_images(tmp_path):
+    from experiments.darkcovidnet_cv import pairwise_auc
+
+    rng = np.random.default_rng(0)
+    classes, files, truth, probs = ["a", "b", "c"], [], [], []
+    for k in range(2):
+        t = rng.integers(0, 3, 40)
+        p = rng.dirichlet([1, 1, 1], 40) + np.eye(3)[t] * rng.uniform(0, 1, (40, 1))
+        p /= p.sum(axis=1, keepdims=True)
+        path = tmp_path / f"scores{k}.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", *(f"true_{c}" for c in classes), *(f"p_{c}" for c in classes)])
+            for i in range(40):
+                writer.writerow([f"img{k}_{i}.png", *np.eye(3, dtype=int)[t[i]], *p[i]])
+        files.append(str(path))
+        truth.append(t)
+        probs.append(p)
+    truth, probs = np.concatenate(truth), np.concatenate(probs)
+    result = pairwise_auc(files, classes)
+    assert list(result) == ["a vs b", "a vs c", "b vs c"]
+    keep = (truth == 1) | (truth == 2)  # b vs c by hand: images of b or c, score p_c / (p_b + p_c)
+    expected = roc_auc_score(truth[keep] == 2, probs[keep, 2] / (probs[keep, 1] + probs[keep, 2]))
+    assert result["b vs c"] == pytest.approx(expected)
+    assert all(0.5 < v <= 1 for v in result.values())
