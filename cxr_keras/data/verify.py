@@ -8,6 +8,7 @@ per file by size and modification time, so the second look at a dataset costs a 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -31,17 +32,12 @@ def _decoded_shape(contents: tf.Tensor) -> tf.Tensor:
     return tf.shape(decode_gray(contents))
 
 
-def _inspect(path: str) -> tuple[str | None, int, int, bool]:
-    """Read one file's header: (problem or None, width, height, fully decoded already?).
+def _inspect(path: str, data: bytes) -> tuple[str | None, int, int, bool]:
+    """Read one file's header from its bytes: (problem or None, width, height, fully decoded already?).
 
     DICOM is decoded in full here (pydicom is the pipeline's DICOM decoder too); other formats only have
     their header read, so that an oversized image is refused before anything decodes it.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        return f"cannot read file: {exc.strerror or exc}", 0, 0, False
     if not data:
         return "empty file (0 bytes)", 0, 0, False
     if is_dicom_bytes(data) or path.lower().endswith(".dcm"):
@@ -51,7 +47,7 @@ def _inspect(path: str) -> tuple[str | None, int, int, bool]:
             return f"unreadable DICOM: {exc}", 0, 0, False
         return None, width, height, True
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             fmt = image.format
     except Image.DecompressionBombError as exc:  # Pillow refuses before telling the size; its message has it
@@ -67,9 +63,9 @@ def _inspect(path: str) -> tuple[str | None, int, int, bool]:
     return None, width, height, False
 
 
-def _decode_problem(path: str) -> str | None:
+def _decode_problem(data: bytes) -> str | None:
     try:
-        _decoded_shape(tf.io.read_file(path))
+        _decoded_shape(tf.constant(data))
     except tf.errors.OpError as exc:
         return f"truncated or corrupt image: {exc.message.splitlines()[0][:200]}"
     except Exception as exc:  # e.g. an error message TF cannot even decode: the file is unusable all the same
@@ -78,11 +74,16 @@ def _decode_problem(path: str) -> str | None:
 
 
 def _check(path: str, max_pixels: int) -> list:
-    """[problem or None, width, height, fully decoded?] for one file."""
-    problem, width, height, decoded = _inspect(path)
+    """[problem or None, width, height, fully decoded?] for one file, read from disk once."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return [f"cannot read file: {exc.strerror or exc}", 0, 0, False]
+    problem, width, height, decoded = _inspect(path, data)
     if problem is not None or decoded or width * height > max_pixels:
         return [problem, width, height, decoded]
-    return [_decode_problem(path), width, height, True]
+    return [_decode_problem(data), width, height, True]
 
 
 def _pixel_problem(width: int, height: int, max_pixels: int) -> str | None:
