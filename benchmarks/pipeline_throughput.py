@@ -7,6 +7,10 @@ Both sides read the same folder at the same size and batch, shuffle, and apply t
 layers). Timed: epochs 2-4 (median), as a training run sees them. Printed: images/s of each, their ratio, the
 cache's memory against N x H x W bytes, and the warp alone in OpenCV (what the layer runs) against TensorFlow's
 op (what Keras' layers run). Target: ratio >= 3 on 2 cores; cache within 10% of N x H x W.
+
+The cache saves the decode, so against the same layer the ratio is 1 + decode time / augmentation time: try
+full-size radiographs (e.g. --data-dir ../shared/datasets/darkcovidnet) as well as the Kermany copy, whose
+JPEGs are already 224 px and decode in about 70 us each.
 """
 
 from __future__ import annotations

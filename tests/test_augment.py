@@ -74,8 +74,9 @@ def test_gamma_is_a_per_image_power_law_fixing_black_and_white():
 
 
 def test_tone_table_matches_gamma_contrast_brightness_computed_by_hand():
-    """Contrast acts about each image's mean after gamma, brightness shifts by a fraction of 255, then the table
-    rounds and clips to whole levels: checked against the same arithmetic in numpy, without a warp."""
+    """Contrast acts about each image's mean level through the same gamma, brightness shifts by a fraction of
+    255, then the table rounds and clips to whole levels: checked against the same arithmetic in numpy, without a
+    warp."""
     rng = np.random.default_rng(4)
     x = rng.integers(0, 256, (3, 20, 20, 1)).astype(np.uint8)
     layer = ChestXrayAugment(gamma=0.2, contrast=0.3, brightness=0.1)
@@ -85,7 +86,8 @@ def test_tone_table_matches_gamma_contrast_brightness_computed_by_hand():
     gamma, factor, shift = np.exp(draw(10, 0.2)), 1 + draw(11, 0.3), 255 * draw(12, 0.1)
     for i in range(3):
         mapped = 255 * (x[i].astype(np.float64) / 255) ** gamma[i]
-        expected = np.clip(np.round(mapped.mean() + (mapped - mapped.mean()) * factor[i] + shift[i]), 0, 255)
+        centre = 255 * (x[i].mean() / 255) ** gamma[i]
+        expected = np.clip(np.round(centre + (mapped - centre) * factor[i] + shift[i]), 0, 255)
         np.testing.assert_allclose(out[i], expected, atol=1.0 + 1e-6)  # float32 table vs float64 here
         assert np.mean(out[i] == expected) > 0.95
 

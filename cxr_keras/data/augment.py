@@ -119,14 +119,17 @@ class ChestXrayAugment(keras.layers.Layer):
         return {**super().get_config(), **self.params, "seed": self.seed}
 
 
+LEVELS = np.arange(256) / 255.0
+
+
 def tone_table(image: np.ndarray, gamma: float, factor: float, shift: float) -> np.ndarray:
-    """The 256-entry uint8 table of 255 (x/255)^gamma, then contrast `factor` about the image's mean after the
-    gamma, then `shift`; rounded and clipped to whole levels."""
-    table = 255.0 * (np.arange(256) / 255.0) ** gamma
+    """The 256-entry uint8 table of 255 (x/255)^gamma, then contrast `factor` about the image's mean level
+    through the same gamma, then `shift`; rounded and clipped to whole levels."""
+    table = 255.0 * LEVELS**gamma
     if factor != 1.0:
-        histogram = cv2.calcHist([image.reshape(-1, 1)], [0], None, [256], [0, 256]).ravel()
-        mean = float(histogram @ table) / image.size
-        table = mean + (table - mean) * factor
+        # The mean through the curve rather than the curve's mean: one SIMD pass instead of a histogram.
+        centre = 255.0 * (cv2.mean(image)[0] / 255.0) ** gamma
+        table = centre + (table - centre) * factor
     return np.clip(np.round(table + shift), 0, 255).astype(np.uint8)
 
 
