@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import gradient, write_dicom, write_image
 
 from cxr_keras.data.decode import load_image_numpy
@@ -61,6 +62,19 @@ def test_memory_cache_holds_n_h_w_bytes(table):
     part = table.split("train")
     images = decode_all(part.paths, (64, 48))
     assert images.dtype == np.uint8 and images.nbytes == len(part) * 64 * 48
+
+
+def test_cache_tensor_shares_the_decoded_array_instead_of_copying_it():
+    from cxr_keras.data.pipeline import aligned_empty, as_tensor_in_place
+
+    array = aligned_empty((5, 8, 6, 1))
+    array[:] = 3
+    tensor = as_tensor_in_place(array)
+    array[2, 4, 1, 0] = 250  # written after: seen through the tensor only if it aliases the array
+    assert tensor.dtype == tf.uint8 and tensor.shape == (5, 8, 6, 1)
+    assert int(tensor[2, 4, 1, 0]) == 250 and int(tf.reduce_sum(tf.cast(tensor, tf.int32))) == 3 * 239 + 250
+    unaligned = np.full(1 + 5 * 8 * 6, 3, np.uint8)[1:].reshape(5, 8, 6, 1)  # one byte off the alignment
+    np.testing.assert_array_equal(as_tensor_in_place(unaligned).numpy(), unaligned)  # copied, no crash
 
 
 def test_stretch_and_pad(tmp_path):

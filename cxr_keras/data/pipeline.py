@@ -19,6 +19,7 @@ from cxr_keras.data.table import ImageTable
 
 AUTOTUNE = tf.data.AUTOTUNE
 FILE_CACHE_SHUFFLE_BUFFER = 2048
+TENSOR_ALIGNMENT = 64  # bytes: TensorFlow's CPU allocator alignment, required to alias a numpy buffer
 
 
 def decode_all(paths: list[str], image_size: tuple[int, int], resize: str = "stretch",
@@ -26,7 +27,7 @@ def decode_all(paths: list[str], image_size: tuple[int, int], resize: str = "str
     """Decode and resize every file, in parallel, into one (N, H, W, 1) uint8 array."""
     import keras
 
-    images = np.empty((len(paths), *image_size, 1), dtype=np.uint8)
+    images = aligned_empty((len(paths), *image_size, 1))
     progress = keras.utils.Progbar(len(paths), unit_name="image") if verbose else None
     decoded = (
         tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
@@ -41,6 +42,21 @@ def decode_all(paths: list[str], image_size: tuple[int, int], resize: str = "str
         if progress:
             progress.update(start)
     return images
+
+
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised uint8 array whose data starts on a TENSOR_ALIGNMENT boundary."""
+    buffer = np.empty(int(np.prod(shape)) + TENSOR_ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % TENSOR_ALIGNMENT
+    return buffer[offset : offset + int(np.prod(shape))].reshape(shape)
+
+
+def as_tensor_in_place(array: np.ndarray) -> tf.Tensor:
+    """A tensor over the array's own memory (DLPack), so a cache of N x H x W bytes is not briefly held twice;
+    `tf.constant` would copy it (twice, measured). Falls back to a copy for an array TensorFlow cannot alias."""
+    if array.flags.c_contiguous and array.ctypes.data % TENSOR_ALIGNMENT == 0:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.convert_to_tensor(array)
 
 
 def make_dataset(
@@ -65,7 +81,7 @@ def make_dataset(
         raise ValueError("cannot build a dataset from zero images")
     targets = tf.constant(np.asarray(targets, dtype=np.float32))
     if cache == "memory":
-        images = tf.constant(decode_all(paths, image_size, resize, verbose))
+        images = as_tensor_in_place(decode_all(paths, image_size, resize, verbose))
         ds = tf.data.Dataset.range(len(paths))
         if training:
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
