@@ -130,7 +130,10 @@ def pairwise_auc(score_files: list[str], classes: list[str]) -> dict[str, float]
 
     from sklearn.metrics import roc_auc_score
 
-    rows = [row for path in score_files for row in csv.DictReader(open(path, newline=""))]
+    rows = []
+    for path in score_files:
+        with open(path, newline="") as f:
+            rows += list(csv.DictReader(f))
     truth = np.array([[float(r[f"true_{c}"]) for c in classes] for r in rows]).argmax(axis=1)
     scores = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
     result = {}
