@@ -11,10 +11,12 @@ Shortcut check: Grad-CAM on every validation image of every fold, and the share 
 12.5% band of the image (44% of its area), per predicted class. The COVID-19 images come from other hospitals
 and publications than the NIH images of the other classes; a model that has learnt the source rather than the
 lungs puts its heat on borders, corners and burned-in text, and shows here as a border share far above the rest.
+OUT/gradcam_mean.png shows each predicted class's mean heat map over all folds: where that class looks.
 
-Writes OUT/cv.json and OUT/cv.md; a fold whose evaluation exists is not trained again (an interrupted run
-resumes). Every `cxr train` option applies to each fold; in `--init-from`, `{fold}` stands for the fold's
-number, so each fold can start from its own earlier model and never from one that saw its validation images:
+Writes OUT/cv.json, OUT/cv.md and OUT/gradcam_mean.png; a fold whose evaluation exists is not trained again
+(an interrupted run resumes). Every `cxr train` option applies to each fold; in `--init-from`, `{fold}` stands
+for the fold's number, so each fold can start from its own earlier model and never from one that saw its
+validation images:
 
     python -m experiments.darkcovidnet_cv --data-dir DATA --out runs/cv-128
     python -m experiments.darkcovidnet_cv --data-dir DATA --out runs/cv-224 --image-size 224 --epochs 6 \
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary["pairwise_auc"] = pairwise_auc([os.path.join(args.out, f"fold{k}", "evaluation", "val", "scores.csv")
                                             for k in range(args.folds)], summary["classes"])
     os.makedirs(args.out, exist_ok=True)
+    mean_map_figure([os.path.join(args.out, f"fold{k}", "gradcam") for k in range(args.folds)],
+                    os.path.join(args.out, "gradcam_mean.png"))
     with atomic_writer(os.path.join(args.out, "cv.json")) as f:
         json.dump(summary, f, indent=2)
     with atomic_writer(os.path.join(args.out, "cv.md")) as f:
@@ -142,6 +146,21 @@ def pairwise_auc(score_files: list[str], classes: list[str]) -> dict[str, float]
         ratio = scores[pair, b] / np.maximum(scores[pair, a] + scores[pair, b], 1e-12)
         result[f"{classes[a]} vs {classes[b]}"] = float(roc_auc_score(truth[pair] == b, ratio))
     return result
+
+
+def mean_map_figure(gradcam_dirs: list[str], path: str) -> dict[str, np.ndarray]:
+    """Each predicted class's mean Grad-CAM map over the folds' validation images, saved as one figure."""
+    from cxr_keras.evaluate.gradcam import mean_maps
+    from cxr_keras.evaluate.plots import plot_mean_maps
+
+    cams, explained = [], []
+    for folder in gradcam_dirs:
+        with open(os.path.join(folder, "gradcam.json")) as f:
+            explained += json.load(f)["explained"]
+        cams.append(np.load(os.path.join(folder, "cams.npy")))
+    maps = mean_maps(np.concatenate(cams), explained)
+    plot_mean_maps(maps, {c: explained.count(c) for c in maps}, path)
+    return maps
 
 
 def format_summary(s: dict) -> str:

@@ -90,6 +90,19 @@ def test_border_check_arithmetic():
     assert result["energy_share"] == pytest.approx((1 + 0 + 0.75) / 3)
 
 
+def test_mean_maps_average_each_class_after_scaling_every_map_to_sum_one():
+    from cxr_keras.evaluate.gradcam import mean_maps
+
+    cams = np.zeros((4, 2, 2))
+    cams[0, 0, 0] = 3.0  # COVID: one corner, at any intensity
+    cams[1, 1, 1] = 0.5  # COVID: the opposite corner
+    cams[2] = 1.0  # Normal: even
+    # cams[3] stays empty (no heat): counted as zeros, not as NaN
+    maps = mean_maps(cams, ["COVID", "COVID", "Normal", "Normal"])
+    np.testing.assert_allclose(maps["COVID"], [[0.5, 0.0], [0.0, 0.5]])
+    np.testing.assert_allclose(maps["Normal"], np.full((2, 2), 0.125))
+
+
 def test_nih_boxes_become_masks_at_the_model_size(tmp_path):
     from cxr_keras.evaluate.gradcam import box_masks
 

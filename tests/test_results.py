@@ -113,6 +113,7 @@ def test_cross_validation_covers_every_image_once_and_resumes(tmp_path, monkeypa
     assert len(folds) == 3 and sum(f["n_val"] for f in folds) == int(np.sum(summary["confusion"]))
     assert summary["accuracy"]["mean"] == pytest.approx(np.mean([f["accuracy"] for f in folds]))
     assert 0 <= summary["border"]["area_share"] < 1 and summary["border"]["per_predicted_class"]
+    assert (tmp_path / "cv" / "gradcam_mean.png").stat().st_size > 0
     val_paths = [set(r["path"] for r in csv.DictReader(open(tmp_path / "cv" / f"fold{k}" / "splits.csv"))
                      if r["split"] == "val") for k in range(3)]
     everything = {r["path"] for r in csv.DictReader(open(tmp_path / "cv" / "fold0" / "splits.csv"))}

@@ -174,6 +174,15 @@ def border_check(cams: np.ndarray, explained: list[str], band: float = 0.125) ->
             "peak_share": float(result["hit"].mean()), "per_class": per_class}
 
 
+def mean_maps(cams: np.ndarray, explained: list[str]) -> dict[str, np.ndarray]:
+    """Per explained class, the average of its heat maps, each first scaled to sum 1: where a class looks on
+    most images. A sharp spot off the lungs, the same for every image, is a shortcut's signature."""
+    names = np.asarray(explained)
+    totals = np.asarray(cams, dtype=np.float64).sum(axis=(1, 2), keepdims=True)
+    shares = np.divide(cams, totals, out=np.zeros(np.shape(cams)), where=totals > 0)
+    return {str(c): shares[names == c].mean(axis=0) for c in sorted(set(explained))}
+
+
 def _probabilities(predictions: np.ndarray, output: str) -> np.ndarray:
     """(N, K) class probabilities from model outputs (a single sigmoid becomes two columns)."""
     from cxr_keras.evaluate.evaluate import softmax
@@ -253,7 +262,8 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
     fed = np.asarray(_feed(tf.constant(raw), spec))
     cams, explained, predictions = compute_cams(model, fed, method, layer, class_index, batch_size)
     os.makedirs(out, exist_ok=True)
-    np.save(os.path.join(out, "cams.npy"), cams.astype(np.float32))
+    with atomic_writer(os.path.join(out, "cams.npy"), "wb") as f:
+        np.save(f, cams.astype(np.float32))
     names = spec.classes
     probabilities = _probabilities(predictions, spec.output)
     captions = []

@@ -176,3 +176,15 @@ def plot_contact_sheet(images: np.ndarray, cams: np.ndarray, captions: list[str]
         ax.set_title(caption, fontsize=6)
     fig.tight_layout()
     return save(fig, path)
+
+
+def plot_mean_maps(maps: dict[str, np.ndarray], counts: dict[str, int], path: str) -> str:
+    """One panel per class: its mean Grad-CAM map (see `gradcam.mean_maps`), each on its own colour scale."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.4), squeeze=False)
+    for ax, (name, heat) in zip(axes[0], maps.items()):
+        ax.imshow(heat, cmap="jet")
+        ax.set_title(f"{name} ({counts[name]} images)", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("Mean Grad-CAM by predicted class", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
