@@ -29,4 +29,5 @@ def test_gradcam_command_writes_maps_figures_and_pointing_game(tmp_path, capsys)
     assert game["images_with_lesion"] > 0 and 0 <= game["hit_rate"] <= 1 and 0 <= game["energy_inside"] <= 1
     assert len([f for f in os.listdir(out) if f[:4].isdigit()]) == 2
     assert os.path.getsize(os.path.join(out, "contact_sheet.png")) > 0
+    assert os.path.getsize(os.path.join(out, "mean_by_class.png")) > 0
     assert "pointing game" in capsys.readouterr().out

@@ -243,9 +243,9 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
             class_index: int | None = None, masks: bool = False, batch_size: int = 16, preprocess: str | None = None,
             class_names: list[str] | None = None, figures: int = 24, boxes: str | None = None,
             box_finding: str | None = None) -> dict:
-    """Grad-CAM for `paths`: per-image figures (the first `figures`), a contact sheet, the raw maps (.npy) and,
-    with `masks` (synthetic lesion masks) or `boxes` (NIH box CSV), the pointing game. Returns the summary
-    written to gradcam.json."""
+    """Grad-CAM for `paths`: per-image figures (the first `figures`), a contact sheet, each class's mean map,
+    the raw maps (.npy) and, with `masks` (synthetic lesion masks) or `boxes` (NIH box CSV), the pointing game.
+    Returns the summary written to gradcam.json."""
     import json
     import os
 
@@ -277,6 +277,9 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
     plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
     summary: dict = {"method": method, "layer": "/".join(_resolve(model, layer)), "n_images": len(paths),
                      "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
+    means = mean_maps(cams, summary["explained"])
+    plots.plot_mean_maps(means, {c: summary["explained"].count(c) for c in means},
+                         os.path.join(out, "mean_by_class.png"))
     summary["border"] = border_check(cams, summary["explained"])
     if masks or boxes:
         found = (box_masks(paths, boxes, spec.image_size, box_finding) if boxes
