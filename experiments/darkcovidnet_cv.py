@@ -150,17 +150,14 @@ def pairwise_auc(score_files: list[str], classes: list[str]) -> dict[str, float]
 
 def mean_map_figure(gradcam_dirs: list[str], path: str) -> dict[str, np.ndarray]:
     """Each predicted class's mean Grad-CAM map over the folds' validation images, saved as one figure."""
-    from cxr_keras.evaluate.gradcam import mean_maps
-    from cxr_keras.evaluate.plots import plot_mean_maps
+    from cxr_keras.evaluate.gradcam import save_mean_maps
 
     cams, explained = [], []
     for folder in gradcam_dirs:
         with open(os.path.join(folder, "gradcam.json")) as f:
             explained += json.load(f)["explained"]
         cams.append(np.load(os.path.join(folder, "cams.npy")))
-    maps = mean_maps(np.concatenate(cams), explained)
-    plot_mean_maps(maps, {c: explained.count(c) for c in maps}, path)
-    return maps
+    return save_mean_maps(np.concatenate(cams), explained, path)
 
 
 def format_summary(s: dict) -> str:

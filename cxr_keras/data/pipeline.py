@@ -46,9 +46,10 @@ def decode_all(paths: list[str], image_size: tuple[int, int], resize: str = "str
 
 def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     """An uninitialised uint8 array whose data starts on a TENSOR_ALIGNMENT boundary."""
-    buffer = np.empty(int(np.prod(shape)) + TENSOR_ALIGNMENT, dtype=np.uint8)
+    size = int(np.prod(shape))
+    buffer = np.empty(size + TENSOR_ALIGNMENT, dtype=np.uint8)
     offset = -buffer.ctypes.data % TENSOR_ALIGNMENT
-    return buffer[offset : offset + int(np.prod(shape))].reshape(shape)
+    return buffer[offset : offset + size].reshape(shape)
 
 
 def as_tensor_in_place(array: np.ndarray) -> tf.Tensor:

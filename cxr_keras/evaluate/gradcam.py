@@ -183,6 +183,15 @@ def mean_maps(cams: np.ndarray, explained: list[str]) -> dict[str, np.ndarray]:
     return {str(c): shares[names == c].mean(axis=0) for c in sorted(set(explained))}
 
 
+def save_mean_maps(cams: np.ndarray, explained: list[str], path: str) -> dict[str, np.ndarray]:
+    """`mean_maps` drawn as one figure at `path`, each panel titled with its class's image count."""
+    from cxr_keras.evaluate import plots
+
+    maps = mean_maps(cams, explained)
+    plots.plot_mean_maps(maps, {c: list(explained).count(c) for c in maps}, path)
+    return maps
+
+
 def _probabilities(predictions: np.ndarray, output: str) -> np.ndarray:
     """(N, K) class probabilities from model outputs (a single sigmoid becomes two columns)."""
     from cxr_keras.evaluate.evaluate import softmax
@@ -277,9 +286,7 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
     plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
     summary: dict = {"method": method, "layer": "/".join(_resolve(model, layer)), "n_images": len(paths),
                      "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
-    means = mean_maps(cams, summary["explained"])
-    plots.plot_mean_maps(means, {c: summary["explained"].count(c) for c in means},
-                         os.path.join(out, "mean_by_class.png"))
+    save_mean_maps(cams, summary["explained"], os.path.join(out, "mean_by_class.png"))
     summary["border"] = border_check(cams, summary["explained"])
     if masks or boxes:
         found = (box_masks(paths, boxes, spec.image_size, box_finding) if boxes
