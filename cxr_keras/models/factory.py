@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from cxr_keras.models.efficientnet_lite import MEAN as LITE_MEAN
+from cxr_keras.models.efficientnet_lite import STD as LITE_STD
 from cxr_keras.models.registry import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD, Backbone, get_backbone
 from cxr_keras.models.weights import pretrained_application, transfer_weights
 
@@ -100,6 +102,8 @@ def _preprocessing(entry: Backbone, pretrained: bool, pixel_stats: tuple[float, 
     if entry.preprocessing == "torch":
         return keras.layers.Rescaling([1 / (255 * s) for s in TORCH_STD],
                                       offset=[-m / s for m, s in zip(TORCH_MEAN, TORCH_STD)], name=name)
+    if entry.preprocessing == "lite":
+        return keras.layers.Rescaling(1 / LITE_STD, offset=-LITE_MEAN / LITE_STD, name=name)
     if entry.preprocessing == "caffe":  # RGB->BGR is a no-op on gray images repeated to 3 channels
         return keras.layers.Rescaling(1.0, offset=[-m for m in CAFFE_MEAN_BGR], name=name)
     raise ValueError(f"unknown preprocessing {entry.preprocessing!r} for {entry.name}")

