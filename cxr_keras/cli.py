@@ -29,17 +29,19 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True)
     group.add_argument("--delimiter", default="|", help="separator inside the labels column (default '|')")
     group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                        help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
+    group.add_argument("--allow-outside-paths", action="store_true",
+                       help="accept CSV paths that are absolute or leave the images folder")
+
+
+READ_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column",
+             "labels_column", "delimiter", "max_pixels", "allow_outside_paths")
 
 
 def load_from_args(args: argparse.Namespace):
-    """`load_dataset` with the options of `add_data_arguments`."""
-    from cxr_keras.data.sources import load_dataset
+    """The dataset the options of `add_data_arguments` describe (through `DataConfig.load_table`)."""
+    from cxr_keras.config import DataConfig
 
-    return load_dataset(
-        args.data_dir, args.layout, args.csv, args.images_dir, classes=args.classes, task=args.task,
-        patient_pattern=args.patient_pattern, path_column=args.path_column, labels_column=args.labels_column,
-        delimiter=args.delimiter, max_pixels=args.max_pixels,
-    )
+    return DataConfig(**{key: getattr(args, key) for key in READ_KEYS}).load_table()
 
 
 def cmd_data_report(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from cxr_keras.edge import TFLiteModel, sha256
-from cxr_keras.io_utils import atomic_writer
+from cxr_keras.io_utils import atomic_writer, publish_mode
 
 FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed")
 # Ops tflite-int8-mixed keeps in float: the sigmoid and product of swish (EfficientNet) and of squeeze-and-excite
@@ -37,6 +37,7 @@ def export_savedmodel(model, path: str) -> str:
     tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".savedmodel-")
     try:
         model.export(tmp, format="tf_saved_model", verbose=False)
+        publish_mode(tmp, path)
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(tmp, path)

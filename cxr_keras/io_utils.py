@@ -1,19 +1,41 @@
-"""Small file helpers shared by every module that writes: atomic writes, cache directory."""
+"""Small file helpers shared by every module that writes: atomic writes that respect the umask, cache directory."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import IO
+
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process umask (reading it means setting it, so briefly and under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def publish_mode(tmp: str, path: str) -> None:
+    """Give a temporary file or folder the mode `path` would get if created normally: an existing file's own
+    mode, else 0666 / 0777 less the umask (mkstemp and mkdtemp create 0600 / 0700, readable by no one else)."""
+    if os.path.exists(path) and os.path.isdir(path) == os.path.isdir(tmp):
+        mode = os.stat(path).st_mode & 0o7777
+    else:
+        mode = (0o777 if os.path.isdir(tmp) else 0o666) & ~umask()
+    os.chmod(tmp, mode)
 
 
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside `path` and move it over `path` only if the block succeeds.
 
-    A crash or exception midway leaves any previous `path` untouched.
+    A crash or exception midway leaves any previous `path` untouched. The file gets the mode a plain `open`
+    would give it (the umask's, or the replaced file's own).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -24,6 +46,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterato
             yield f
             f.flush()
             os.fsync(f.fileno())
+        publish_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

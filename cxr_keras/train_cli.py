@@ -25,6 +25,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--images-dir", help="where a CSV's images are, searched recursively")
     data.add_argument("--classes", nargs="+", help="the class list, in order")
     data.add_argument("--task", choices=["binary", "multiclass", "multilabel"], help="override the inferred task")
+    data.add_argument("--patient-pattern", help="regex whose first group is the patient id in a file name")
+    data.add_argument("--path-column", help="CSV column holding image paths")
+    data.add_argument("--labels-column", help="CSV column holding delimited labels")
+    data.add_argument("--delimiter", help="separator inside the labels column (default '|')")
+    data.add_argument("--max-pixels", type=int, help="refuse images above this many pixels")
+    data.add_argument("--allow-outside-paths", action="store_true", default=None,
+                      help="accept CSV paths that are absolute or leave the images folder")
     data.add_argument("--image-size", type=int, help="square input side in pixels")
     data.add_argument("--batch-size", type=int)
     data.add_argument("--augment", choices=list(PRESETS), help="augmentation preset")
@@ -68,7 +75,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-DATA_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "image_size", "batch_size", "augment",
+DATA_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column",
+             "labels_column", "delimiter", "max_pixels", "allow_outside_paths", "image_size", "batch_size", "augment",
              "split_seed", "split_fold", "resplit")
 MODEL_KEYS = ("backbone", "weights", "dropout", "init_from")
 TRAIN_KEYS = ("balance", "label_smoothing", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit")

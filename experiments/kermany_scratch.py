@@ -46,11 +46,24 @@ def _extra(parser) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
+    return run_recipe("kermany_scratch", __doc__, CONFIG, SAMPLE, argv)
+
+
+def run_recipe(prog: str, doc: str, config: ExperimentConfig, sample: dict, argv: list[str] | None,
+               extra=None, configure=None) -> dict | None:
+    """Train `config` (with the command line's overrides), evaluate on validation, export, write RUN/result.json.
+
+    `extra(parser)` adds options; `configure(args, config)` returns the config to run given them."""
     from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
 
-    args = parse_args("kermany_scratch", __doc__, argv, SAMPLE, extra=_extra)
+    def options(parser):
+        _extra(parser)
+        if extra:
+            extra(parser)
+
+    args = parse_args(prog, doc, argv, sample, extra=options)
     start = time.perf_counter()
-    run_dir = run_from_args(args, CONFIG)
+    run_dir = run_from_args(args, configure(args, config) if configure else config)
     if not run_dir:
         return None
     train_seconds = time.perf_counter() - start
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not args.no_export:
         result.update(export_int8(run_dir))
     result["targets_met"] = targets_met(result)
-    result["command"] = " ".join(["python -m experiments.kermany_scratch", *(sys.argv[1:] if argv is None else argv)])
+    result["command"] = " ".join([f"python -m experiments.{prog}", *(sys.argv[1:] if argv is None else argv)])
     with atomic_writer(os.path.join(run_dir, "result.json")) as f:
         json.dump(result, f, indent=2)
     print(f"\nTargets (val ROC-AUC >= {TARGETS['roc_auc']}, balanced accuracy >= {TARGETS['balanced_accuracy']}, "

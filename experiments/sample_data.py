@@ -1,5 +1,6 @@
-"""Generated sample data for experiments run without `--data-dir`: a synthetic chest X-ray dataset, written
-once per (task, patients, size, seed) under runs/sample-data/ and reused afterwards."""
+"""Sample data for experiments run without `--data-dir`: a synthetic chest X-ray dataset, written once per
+(task, patients, size, seed) under runs/sample-data/ and reused afterwards; or the small real Kermany sample that
+ships in experiments/data/ (480 pediatric X-rays at 128 px, CC BY 4.0; see docs/data.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from cxr_keras.data.synthetic import write_dataset
 
 SAMPLE_ROOT = os.path.join("runs", "sample-data")
+KERMANY_SAMPLE = os.path.join(os.path.dirname(__file__), "data", "kermany-sample.zip")
 
 
 def sample_dataset(task: str = "binary", n_patients: int = 120, size: int = 128, seed: int = 0) -> str:
@@ -24,10 +26,30 @@ def sample_dataset(task: str = "binary", n_patients: int = 120, size: int = 128,
     return folder
 
 
+def kermany_sample() -> str:
+    """The embedded real sample, unpacked once under runs/sample-data/ (atomically: a whole folder or none)."""
+    import tempfile
+    import zipfile
+
+    from cxr_keras.io_utils import publish_mode
+
+    folder = os.path.join(SAMPLE_ROOT, "kermany-sample")
+    if not os.path.isdir(folder):
+        os.makedirs(SAMPLE_ROOT, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=SAMPLE_ROOT, prefix=".kermany-sample-")
+        with zipfile.ZipFile(KERMANY_SAMPLE) as archive:
+            archive.extractall(tmp)
+        publish_mode(tmp, folder)
+        os.replace(os.path.join(tmp, "kermany-sample"), folder)
+        os.rmdir(tmp)
+        print(f"Unpacked the embedded Kermany sample (240 NORMAL, 240 PNEUMONIA, 128 px) to {folder}")
+    return folder
+
+
 def parse_args(prog: str, doc: str, argv: list[str] | None, sample: dict, task: str = "binary", extra=None):
-    """Parse the `cxr train` options; without --data-dir (or --config/--resume) point them at generated sample
-    data and apply `sample`'s small defaults (image_size, epochs...) wherever the command line is silent.
-    `extra(parser)` may add experiment-specific options."""
+    """Parse the `cxr train` options; without --data-dir (or --config/--resume) point them at sample data
+    (`sample["data"]`: "synthetic", the default, or "kermany-sample") and apply `sample`'s small defaults
+    (image_size, epochs...) wherever the command line is silent. `extra(parser)` may add experiment options."""
     import argparse
 
     from cxr_keras.train_cli import add_train_arguments
@@ -39,8 +61,11 @@ def parse_args(prog: str, doc: str, argv: list[str] | None, sample: dict, task: 
         extra(parser)
     args = parser.parse_args(argv)
     if not (args.data_dir or args.config or args.resume):
-        args.data_dir = sample_dataset(task, n_patients=sample.get("patients", 120), size=sample["image_size"])
+        if sample.get("data") == "kermany-sample":
+            args.data_dir = kermany_sample()
+        else:
+            args.data_dir = sample_dataset(task, n_patients=sample.get("patients", 120), size=sample["image_size"])
         for key, value in sample.items():
-            if key != "patients" and getattr(args, key) is None:
+            if key not in ("patients", "data") and getattr(args, key) is None:
                 setattr(args, key, value)
     return args

@@ -161,3 +161,59 @@ def test_real_kermany_folder_patients():
     assert len(table) == 5216 and table.class_counts() == {"NORMAL": 1341, "PNEUMONIA": 3875}
     assert all(p is not None for p in table.patients)
     assert len({p for p, y in zip(table.patients, table.targets()[:, 0]) if y == 1}) == 1635
+
+
+def _generic_csv(root, rows, header="path,label,patient"):
+    for row in rows:
+        name = row.split(",")[0]
+        if not name.startswith(("/", "..")):
+            write_image(str(root / name))
+    (root / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    return str(root / "labels.csv")
+
+
+def test_generic_csv_keeps_normal_as_a_class_of_its_own(tmp_path):
+    csv_path = _generic_csv(tmp_path, ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", "c.png,normal,p3", "d.png,none,p4"])
+    with pytest.raises(DataError, match="labels \\['none', 'normal'\\] are not in the class list"):
+        load_dataset(str(tmp_path), csv_path=csv_path, classes=["NORMAL", "PNEUMONIA"])
+    csv_path = _generic_csv(tmp_path, ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", "c.png,PNEUMONIA,p3"])
+    table = load_dataset(str(tmp_path), csv_path=csv_path)
+    assert table.task == "binary" and table.classes == ["NORMAL", "PNEUMONIA"]
+    np.testing.assert_array_equal(table.labels, [[1, 0], [0, 1], [0, 1]])
+    table = load_dataset(str(tmp_path), csv_path=csv_path, classes=["NORMAL", "PNEUMONIA"])
+    assert table.task == "binary" and table.class_counts() == {"NORMAL": 1, "PNEUMONIA": 2}
+
+
+@pytest.mark.parametrize("bad", ["../../../../etc/passwd", "/etc/passwd", "sub/../../outside.png"])
+def test_csv_paths_that_leave_the_images_folder_are_refused_naming_the_row(tmp_path, bad):
+    write_image(str(tmp_path / "outside.png"))
+    root = tmp_path / "data"
+    csv_path = _generic_csv(root, ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", f"{bad},PNEUMONIA,p3"])
+    with pytest.raises(DataError, match=f"labels.csv line 4: path '{bad}' is outside the images folder"):
+        load_dataset(str(root), csv_path=csv_path)
+
+
+def test_outside_paths_are_read_when_allowed(tmp_path):
+    outside = write_image(str(tmp_path / "elsewhere" / "c.png"))
+    root = tmp_path / "data"
+    csv_path = _generic_csv(root, ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", f"{outside},PNEUMONIA,p3"])
+    table = load_dataset(str(root), csv_path=csv_path, allow_outside_paths=True)
+    assert table.paths[-1] == outside
+
+
+def test_nih_image_index_cannot_escape_either(tmp_path):
+    csv_path = _write_nih_fixture(tmp_path)
+    text = csv_path.read_text().replace("00000002_000.png", "/etc/passwd")
+    csv_path.write_text(text)
+    with pytest.raises(DataError, match="line 4: path '/etc/passwd' is outside"):
+        load_dataset(str(tmp_path), csv_path=str(csv_path))
+
+
+def test_duplicate_rows_are_used_once_and_contradictions_refused(tmp_path):
+    rows = ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", "./a.png,NORMAL,p1", "c.png,PNEUMONIA,p3"]
+    table = load_dataset(str(tmp_path), csv_path=_generic_csv(tmp_path, rows))
+    assert len(table) == 3 and any("./a.png (lines 2 and 4)" in n for n in table.notes)
+    rows[2] = "a.png,PNEUMONIA,p1"
+    contradiction = "a.png is listed on line 2 as \\['NORMAL'\\] and on line 4 as \\['PNEUMONIA'\\]"
+    with pytest.raises(DataError, match=contradiction):
+        load_dataset(str(tmp_path), csv_path=_generic_csv(tmp_path, rows))

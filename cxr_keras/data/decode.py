@@ -50,8 +50,13 @@ def _decode_standard(contents: tf.Tensor) -> tf.Tensor:
     return _to_gray(tf.cast(image, tf.float32))
 
 
+def _as_bytes(value) -> bytes:
+    """numpy_function hands a scalar string over as `bytes` inside tf.data (graph) and as a 0-d array eagerly."""
+    return value if isinstance(value, bytes) else value.item()
+
+
 def _decode_dicom(contents: tf.Tensor) -> tf.Tensor:
-    image = tf.numpy_function(lambda b: dicom_to_uint8(b.item()), [contents], tf.uint8, stateful=False)
+    image = tf.numpy_function(lambda b: dicom_to_uint8(_as_bytes(b)), [contents], tf.uint8, stateful=False)
     return tf.cast(tf.expand_dims(tf.ensure_shape(image, [None, None]), -1), tf.float32)
 
 

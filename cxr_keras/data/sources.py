@@ -25,7 +25,7 @@ NIH_FINDINGS = [
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
     "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 ]
-NO_FINDING = {"", "no finding", "no_finding", "none", "normal"}
+NIH_NO_FINDING = {"", "no finding", "no_finding"}  # NIH's own spelling of "none of the 14 findings"
 
 LAYOUTS = {
     "folder": "ROOT/<class>/*.png|jpg|jpeg|bmp|dcm, one folder per class",
@@ -89,12 +89,14 @@ def load_dataset(
     delimiter: str = "|",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     verify: bool = True,
+    allow_outside_paths: bool = False,
 ) -> ImageTable:
     """Read a dataset into an `ImageTable`, verifying each image once (cached).
 
     `layout` is one of `LAYOUTS` or "auto". `classes` fixes the class list and order (any other label is an
     error); `task` overrides the inferred task; `patient_pattern` is a regex whose first group is the patient
-    id in a file name (the Kermany, NIH and cxr_keras naming is recognised without it).
+    id in a file name (the Kermany, NIH and cxr_keras naming is recognised without it). A CSV row whose path is
+    absolute or climbs out of the images folder is refused unless `allow_outside_paths`.
     """
     root = os.path.abspath(root) if root else os.path.dirname(os.path.abspath(csv_path or "."))
     if not os.path.isdir(root) and not csv_path:
@@ -106,7 +108,8 @@ def load_dataset(
 
     if chosen in ("nih", "csv"):
         csv_path = csv_path or _single_csv(root)
-        records = _read_csv(csv_path, images_dir or root, chosen, path_column, labels_column, delimiter, classes)
+        records = _read_csv(csv_path, images_dir or root, chosen, path_column, labels_column, delimiter,
+                            allow_outside_paths)
     else:
         records = _read_folders(root, chosen, patterns)
     records.notes.insert(0, f"layout {chosen} ({why}): {LAYOUTS[chosen]}")
@@ -246,9 +249,12 @@ def _read_csv(
     path_column: str | None,
     labels_column: str | None,
     delimiter: str,
-    classes: list[str] | None,
+    allow_outside_paths: bool,
 ) -> _Records:
-    """NIH or generic label CSV; images resolved relative to `images_dir`, else by name anywhere beneath it."""
+    """NIH or generic label CSV; images resolved relative to `images_dir`, else by name anywhere beneath it.
+
+    Only NIH's "No Finding" means "no label": in a generic CSV every label is the user's own class name (NORMAL
+    is a class). A file listed twice with the same labels is kept once; with different labels it is an error."""
     header = _csv_header(csv_path)
     path_col = _pick(header, path_column, PATH_COLUMNS, "path")
     if path_col is None:
@@ -275,8 +281,13 @@ def _read_csv(
         records.classes = onehot_cols
     index: dict[str, str] | None = None
     missing: list[str] = []
+    seen: dict[str, tuple[int, list[str]]] = {}
+    repeated: list[str] = []
+    none = NIH_NO_FINDING if layout == "nih" else {""}
     for line, row in enumerate(rows, start=2):
         name = row[path_col].strip()
+        if not allow_outside_paths:
+            _check_inside(name, images_dir, csv_path, line)
         path = name if os.path.isabs(name) else os.path.join(images_dir, name)
         if not os.path.isfile(path):
             index = index if index is not None else _index_images(images_dir)
@@ -285,13 +296,25 @@ def _read_csv(
             missing.append(f"{name} (CSV line {line})")
             continue
         if labels_col:
-            labels = [x.strip() for x in row[labels_col].split(delimiter) if x.strip().lower() not in NO_FINDING]
+            labels = [x.strip() for x in row[labels_col].split(delimiter) if x.strip().lower() not in none]
         else:
             labels = [c for c in onehot_cols if float(row[c] or 0) == 1.0]
+        key = os.path.normcase(os.path.abspath(path))
+        if key in seen:
+            first, before = seen[key]
+            if sorted(before) != sorted(labels):
+                raise DataError(f"{csv_path}: {name} is listed on line {first} as {before} and on line {line} as "
+                                f"{labels}; fix the CSV so each image has one set of labels")
+            repeated.append(f"{name} (lines {first} and {line})")
+            continue
+        seen[key] = (line, labels)
         records.add(path, labels, (row[patient_col].strip() or None) if patient_col else None,
                     SPLIT_NAMES.get(row[split_col].strip().lower()) if split_col else None)
         if layout == "nih":
             records.meta["view_position"].append(row.get("View Position"))
+    if repeated:
+        records.notes.append(f"{len(repeated)} CSV rows list an image again with the same labels, used once: "
+                             + "; ".join(repeated[:3]) + (" ..." if len(repeated) > 3 else ""))
     if missing:
         shown = "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         records.notes.append(f"{len(missing):,} of {len(rows):,} CSV rows have no image under {images_dir}: {shown}")
@@ -302,6 +325,14 @@ def _read_csv(
         if unlisted:
             records.notes.append(f"{unlisted:,} images under {images_dir} are not in the CSV and were ignored")
     return records
+
+
+def _check_inside(name: str, images_dir: str, csv_path: str, line: int) -> None:
+    """Refuse a CSV path that is absolute or leaves the images folder (`../../etc/passwd`)."""
+    inside = not os.path.isabs(name) and os.path.normpath(name).split(os.sep)[0] != os.pardir
+    if not inside:
+        raise DataError(f"{csv_path} line {line}: path {name!r} is outside the images folder {images_dir}; "
+                        "use paths relative to it, or pass --allow-outside-paths if you mean it")
 
 
 def _is_binary_column(rows: list[dict], column: str) -> bool:

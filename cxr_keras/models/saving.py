@@ -9,7 +9,7 @@ import tempfile
 
 import keras
 
-from cxr_keras.io_utils import atomic_writer
+from cxr_keras.io_utils import atomic_writer, publish_mode
 
 
 def metadata_path(model_path: str) -> str:
@@ -25,6 +25,7 @@ def save_model(model: keras.Model, path: str, metadata: dict | None = None) -> N
     os.close(fd)
     try:
         model.save(tmp)
+        publish_mode(tmp, path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
