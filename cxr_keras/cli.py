@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from cxr_keras.data.verify import DEFAULT_MAX_PIXELS
+from cxr_keras.config import DEFAULT_MAX_PIXELS
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -170,11 +170,9 @@ def _parity(args: argparse.Namespace) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cxr_keras.predict import main as predict_main
+    from cxr_keras.predict import run
 
-    argv = ["--model", args.model, "--images", *args.images, "--out", args.out, "--batch-size",
-            str(args.batch_size), "--threads", str(args.threads)]
-    return predict_main(argv)
+    return run(args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -251,12 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--threads", type=int, default=2, help="TFLite threads for the latency figures")
     export.set_defaults(func=cmd_export)
 
+    from cxr_keras.predict import add_predict_arguments
+
     predict = commands.add_parser("predict", help="predictions.csv from a .keras, SavedModel or .tflite model")
-    predict.add_argument("--model", required=True)
-    predict.add_argument("--images", nargs="+", required=True)
-    predict.add_argument("--out", default="predictions.csv")
-    predict.add_argument("--batch-size", type=int, default=16)
-    predict.add_argument("--threads", type=int, default=2)
+    add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
 
     from cxr_keras.evaluate.gradcam import METHODS

@@ -6,8 +6,9 @@ import dataclasses
 import json
 import typing
 
-from cxr_keras.data.verify import DEFAULT_MAX_PIXELS
 from cxr_keras.io_utils import atomic_writer
+
+DEFAULT_MAX_PIXELS = 50_000_000  # about 7,000 x 7,000: above any radiograph, far below exhausting memory
 
 
 class ConfigError(ValueError):

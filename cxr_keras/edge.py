@@ -8,11 +8,19 @@ import os
 
 import numpy as np
 
+from cxr_keras.config import DEFAULT_MAX_PIXELS
 from cxr_keras.data.dicom import dicom_to_uint8, is_dicom_bytes
 
+CARD = "model_card.json"
 
-def open_gray(path: str):
-    """A file (PNG 8/16-bit, JPEG, BMP, DICOM) as an 8-bit grayscale Pillow image at its own size."""
+
+class ArtifactError(ValueError):
+    """A model artifact does not match its model card; the message names the file and what to do."""
+
+
+def open_gray(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """A file (PNG 8/16-bit, JPEG, BMP, DICOM) as an 8-bit grayscale Pillow image at its own size; an image of
+    more than `max_pixels` pixels is refused from its header, before it is decoded."""
     from PIL import Image
 
     with open(path, "rb") as f:
@@ -20,10 +28,13 @@ def open_gray(path: str):
     if not data:
         raise ValueError(f"{path} is empty")
     if is_dicom_bytes(data):
-        return Image.fromarray(dicom_to_uint8(data))
+        return Image.fromarray(dicom_to_uint8(data, max_pixels))
     import io
 
     image = Image.open(io.BytesIO(data))
+    if image.size[0] * image.size[1] > max_pixels:
+        raise ValueError(f"{image.size[0]}x{image.size[1]} px is above the limit of {max_pixels:,} pixels "
+                         "(--max-pixels)")
     if image.mode in ("I;16", "I;16B", "I"):
         array = np.asarray(image, dtype=np.float64)
         low, high = array.min(), array.max()
@@ -54,6 +65,23 @@ def sha256(path: str) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def verify_artifact(card_dir: str, card: dict, artifact: str) -> dict:
+    """The card's entry for `artifact` (a file or folder in `card_dir`) once its SHA-256 matches; an artifact the
+    card does not list, or one whose bytes changed, is an ArtifactError (check before loading anything)."""
+    name = os.path.basename(os.path.normpath(artifact))
+    entry = next((e for e in card.get("artifacts", {}).values() if e.get("file") == name), None)
+    if entry is None:
+        listed = sorted(e.get("file") for e in card.get("artifacts", {}).values())
+        raise ArtifactError(f"{artifact} is not listed in {os.path.join(card_dir, CARD)} (it lists {listed}): "
+                            "it was not made by this export; re-export, or pass --no-verify if you trust it")
+    actual = sha256(os.path.join(card_dir, name))
+    if actual != entry.get("sha256"):
+        raise ArtifactError(f"{name} does not match {CARD}: sha256 {actual[:12]}... != "
+                            f"{str(entry.get('sha256'))[:12]}...; the file was changed or belongs to another "
+                            "export. Re-export it, or pass --no-verify if you trust it")
+    return entry
 
 
 class TFLiteModel:

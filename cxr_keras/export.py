@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from cxr_keras.edge import TFLiteModel, sha256
+from cxr_keras.edge import ArtifactError, TFLiteModel, sha256, verify_artifact
 from cxr_keras.io_utils import atomic_writer, publish_mode
 
 FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed")
@@ -170,10 +170,10 @@ def verify_card(out: str) -> dict:
     with open(os.path.join(out, "model_card.json")) as f:
         card = json.load(f)
     for fmt, entry in card["artifacts"].items():
-        actual = sha256(os.path.join(out, entry["file"]))
-        if actual != entry["sha256"]:
-            raise ExportError(f"{entry['file']} ({fmt}) does not match model_card.json: sha256 {actual[:12]}... "
-                              f"!= {entry['sha256'][:12]}...; the file was changed or belongs to another export")
+        try:
+            verify_artifact(out, card, entry["file"])
+        except ArtifactError as exc:
+            raise ExportError(f"({fmt}) {exc}") from None
     return card
 
 

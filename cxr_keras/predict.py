@@ -3,8 +3,10 @@
     python -m cxr_keras.predict --model saved_models/NAME/model_int8.tflite --images DIR --out predictions.csv
 
 One row per image: path, the probability of each class, the decision at the model card's threshold, and an
-error column for files that could not be read (the run goes on). For .tflite models this module imports
-neither TensorFlow nor Keras: it runs with ai-edge-litert, numpy, Pillow and pydicom alone.
+error column for files that could not be read or are above the pixel limit (the run goes on). An exported
+artifact is checked against its model_card.json (listed, same SHA-256) before anything of it is loaded. For
+.tflite models this module imports neither TensorFlow nor Keras: it runs with ai-edge-litert, numpy, Pillow and
+pydicom alone.
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ import sys
 
 import numpy as np
 
-from cxr_keras.edge import TFLiteModel, open_gray, to_pixels
+from cxr_keras.config import DEFAULT_MAX_PIXELS
+from cxr_keras.edge import CARD, TFLiteModel, open_gray, to_pixels, verify_artifact
 from cxr_keras.io_utils import atomic_writer
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
 
 
-def find_metadata(model_path: str) -> dict:
-    """model_card.json beside an exported artifact, or `<model>.json` beside a .keras file."""
+def find_metadata(model_path: str) -> tuple[dict, str | None]:
+    """model_card.json beside an exported artifact (and the card's folder), or `<model>.json` beside a .keras
+    file (and None: a run's model has no card)."""
     path = model_path.rstrip(os.sep)
-    for candidate in (os.path.join(os.path.dirname(os.path.abspath(path)), "model_card.json"),
-                      os.path.splitext(path)[0] + ".json"):
+    card_dir = os.path.dirname(os.path.abspath(path))
+    for candidate in (os.path.join(card_dir, CARD), os.path.splitext(path)[0] + ".json"):
         if os.path.isfile(candidate):
             with open(candidate) as f:
-                return json.load(f)
+                return json.load(f), (card_dir if candidate.endswith(CARD) else None)
     raise ValueError(f"no model_card.json or {os.path.basename(model_path)} metadata beside {model_path}: classes "
                      "and threshold are unknown; export with `cxr export` or train with `cxr train`")
 
@@ -38,8 +42,15 @@ def find_metadata(model_path: str) -> dict:
 class Predictor:
     """Raw pixels in, probabilities out, whatever the artifact."""
 
-    def __init__(self, model_path: str, threads: int = 2):
-        self.metadata = find_metadata(model_path)
+    def __init__(self, model_path: str, threads: int = 2, verify: bool = True):
+        if not os.path.exists(model_path):
+            raise FileNotFoundError(f"model {model_path} does not exist; give a .keras, SavedModel or .tflite path")
+        self.metadata, card_dir = find_metadata(model_path)
+        if card_dir and verify:
+            verify_artifact(card_dir, self.metadata, model_path)
+        elif card_dir:
+            print(f"WARNING: --no-verify: {model_path} is NOT checked against {CARD}. A changed or foreign artifact "
+                  "can give wrong answers, and a SavedModel can run any TensorFlow op.", file=sys.stderr)
         if model_path.endswith(".tflite"):
             model = TFLiteModel(model_path, threads)
             self.image_size, self._run = model.image_size, model.predict
@@ -75,10 +86,11 @@ def image_paths(items: list[str]) -> list[str]:
     return paths
 
 
-def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: int = 16, threads: int = 2) -> dict:
+def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: int = 16, threads: int = 2,
+                  verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Write predictions.csv; returns counts of images predicted, resized (another size than the model's: said
     once on stderr) and failed."""
-    predictor = Predictor(model_path, threads)
+    predictor = Predictor(model_path, threads, verify)
     meta = predictor.metadata
     classes, task, threshold = meta["classes"], meta["task"], artifact_threshold(meta, model_path)
     paths = image_paths(images)
@@ -88,7 +100,7 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
         batch, readable = [], []
         for path in paths[start : start + batch_size]:
             try:
-                image = open_gray(path)
+                image = open_gray(path, max_pixels)
             except Exception as exc:  # any unreadable file: reported in its row, the run goes on
                 failed += 1
                 rows.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
@@ -130,16 +142,30 @@ def _decision(output: np.ndarray, classes: list[str], task: str, threshold: floa
     return {**probabilities, "decision": "|".join(c for c, v in zip(classes, output) if v >= threshold)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cxr_keras.predict", description=__doc__.splitlines()[0])
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `cxr predict` and `python -m cxr_keras.predict`."""
     parser.add_argument("--model", required=True, help=".keras file, SavedModel folder or .tflite file")
     parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders (recursive)")
-    parser.add_argument("--out", default="predictions.csv")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default="predictions.csv", help="the CSV to write (default predictions.csv)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
+    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default 2)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="run an exported artifact that does not match its model_card.json (not advised)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cxr_keras.predict", description=__doc__.splitlines()[0])
+    add_predict_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict as the parsed options say; 0, or 2 with one line on stderr for an expected failure."""
     try:
-        counts = predict_files(args.model, args.images, args.out, args.batch_size, args.threads)
+        counts = predict_files(args.model, args.images, args.out, args.batch_size, args.threads,
+                               verify=not args.no_verify, max_pixels=args.max_pixels)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

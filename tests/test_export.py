@@ -116,7 +116,7 @@ def test_a_changed_artifact_fails_the_hash_check(exported, tmp_path):
     shutil.copytree(out, copy)
     with open(os.path.join(copy, "model_fp16.tflite"), "ab") as f:
         f.write(b"\0")
-    with pytest.raises(ExportError, match="model_fp16.tflite .tflite-fp16. does not match model_card.json"):
+    with pytest.raises(ExportError, match="\\(tflite-fp16\\) model_fp16.tflite does not match model_card.json"):
         verify_card(copy)
 
 
@@ -168,3 +168,62 @@ def test_the_tflite_path_imports_no_tensorflow(exported, tmp_path):
                             env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "60 of 60 images predicted (0 resized)" in result.stdout
+
+
+def _tampered_copy(out, tmp_path, change):
+    import shutil
+
+    copy = str(tmp_path / "copy")
+    shutil.copytree(out, copy)
+    card_path = os.path.join(copy, "model_card.json")
+    card = json.load(open(card_path))
+    change(copy, card)
+    json.dump(card, open(card_path, "w"))
+    return copy
+
+
+@pytest.mark.parametrize("artifact", ["model_int8.tflite", "savedmodel"])
+def test_predict_refuses_an_artifact_whose_hash_does_not_match_the_card(exported, tmp_path, capsys, artifact):
+    data, _, out = exported
+
+    def zero_hashes(copy, card):
+        for entry in card["artifacts"].values():
+            entry["sha256"] = "0" * 64
+
+    copy = _tampered_copy(out, tmp_path, zero_hashes)
+    target = str(tmp_path / "p.csv")
+    argv = ["predict", "--model", os.path.join(copy, artifact), "--images", data, "--out", target]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{artifact} does not match model_card.json" in err and not os.path.exists(target)
+    assert main([*argv, "--no-verify"]) == 0
+    assert "WARNING: --no-verify" in capsys.readouterr().err and os.path.exists(target)
+
+
+def test_predict_refuses_an_artifact_the_card_does_not_list(exported, tmp_path, capsys):
+    import shutil
+
+    data, _, out = exported
+    copy = _tampered_copy(out, tmp_path, lambda copy, card: shutil.copy(os.path.join(copy, "model_fp32.tflite"),
+                                                                         os.path.join(copy, "extra.tflite")))
+    assert main(["predict", "--model", os.path.join(copy, "extra.tflite"), "--images", data,
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    assert "extra.tflite is not listed in" in capsys.readouterr().err
+
+
+def test_predict_refuses_images_above_the_pixel_limit_from_their_header(exported, tmp_path, capsys):
+    data, _, out = exported
+    images = tmp_path / "images"
+    images.mkdir()
+    write_dicom(str(images / "big.dcm"), np.zeros((40, 40), np.uint16))
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(images / "big.png")
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(images / "small.png")
+    target = str(tmp_path / "p.csv")
+    assert main(["predict", "--model", os.path.join(out, "model_int8.tflite"), "--images", str(images),
+                 "--out", target, "--max-pixels", "1000"]) == 0
+    rows = {os.path.basename(r["path"]): r["error"] for r in csv.DictReader(open(target))}
+    assert "40x40 px is above the limit of 1,000 pixels" in rows["big.png"]
+    assert "40x40 px is above the limit of 1,000 pixels" in rows["big.dcm"]
+    assert rows["small.png"] == ""

@@ -15,12 +15,13 @@ def is_dicom_bytes(data: bytes) -> bool:
     return data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC
 
 
-def dicom_to_uint8(data: bytes) -> np.ndarray:
+def dicom_to_uint8(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """Decode a DICOM file's bytes to a (H, W) uint8 image.
 
     Applies the modality LUT (rescale slope/intercept), then the VOI LUT or window centre/width when the file
     has one, inverts MONOCHROME1 (where high values are dark), and stretches the result to 0..255.
-    Raises ValueError naming what is wrong when the file has no usable pixel data.
+    Raises ValueError naming what is wrong when the file has no usable pixel data, or (with `max_pixels`) when
+    its frame is larger than that, before decoding it.
     """
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -28,6 +29,8 @@ def dicom_to_uint8(data: bytes) -> np.ndarray:
     ds = pydicom.dcmread(io.BytesIO(data), force=True)
     if "PixelData" not in ds:
         raise ValueError("DICOM file has no pixel data")
+    if max_pixels and int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) > max_pixels:
+        raise ValueError(f"{ds.Columns}x{ds.Rows} px is above the limit of {max_pixels:,} pixels")
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for codecs it lacks

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cxr_keras.config import DEFAULT_MAX_PIXELS
 from cxr_keras.data.table import Dropped, ImageTable
-from cxr_keras.data.verify import DEFAULT_MAX_PIXELS, verify_files
+from cxr_keras.data.verify import verify_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",

@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
+from cxr_keras.config import DEFAULT_MAX_PIXELS
 from cxr_keras.data.decode import decode_gray
 from cxr_keras.data.dicom import dicom_to_uint8, is_dicom_bytes
 from cxr_keras.data.table import Dropped
 from cxr_keras.io_utils import atomic_writer, cache_dir
 
-DEFAULT_MAX_PIXELS = 50_000_000  # about 7,000 x 7,000: above any radiograph, far below exhausting memory
 TF_FORMATS = {"PNG", "JPEG", "BMP", "GIF"}
 CACHE_VERSION = 1
 
