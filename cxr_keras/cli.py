@@ -8,6 +8,7 @@ import os
 import sys
 
 from cxr_keras.config import DEFAULT_MAX_PIXELS
+from cxr_keras.io_utils import check_out
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -44,10 +45,16 @@ def load_from_args(args: argparse.Namespace):
     return DataConfig(**{key: getattr(args, key) for key in READ_KEYS}).load_table()
 
 
+def add_out_argument(parser: argparse.ArgumentParser, help: str, **kwargs) -> None:
+    parser.add_argument("--out", help=help, **kwargs)
+    parser.add_argument("--overwrite", action="store_true", help="write over earlier results in --out")
+
+
 def cmd_data_report(args: argparse.Namespace) -> int:
     from cxr_keras.data.report import format_report, write_report
     from cxr_keras.data.splits import save_splits, split_table
 
+    check_out(args.out, args.overwrite)
     table = load_from_args(args)
     if args.split:
         table = split_table(table, tuple(args.split_ratios), seed=args.seed, keep_existing=not args.resplit)
@@ -65,7 +72,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if os.path.exists(args.out) and os.listdir(args.out):
         print(f"error: {args.out} exists and is not empty; choose a new folder", file=sys.stderr)
-        return 2
+        return 2  # synth only writes into a new folder: mixing two generated datasets would mislabel
     write_dataset(args.out, args.task, n_patients=args.patients, size=args.size, seed=args.seed)
     print(f"Wrote a synthetic {args.task} dataset ({args.patients} patients, {args.size} px) to {args.out}")
     return 0
@@ -75,8 +82,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
 
     if args.run:
-        results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed)
         out = args.out or os.path.join(args.run, "evaluation")
+        check_out(out, args.overwrite)
+        results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed)
         for split, metrics in results.items():
             print(f"{split}: {summary_line(metrics)}")
         if results["val"]["task"] == "binary":
@@ -87,7 +95,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("error: give --run RUN_DIR, or --model MODEL and --data-dir DIR", file=sys.stderr)
         return 2
     args.out = args.out or "evaluation"
+    check_out(args.out, args.overwrite)
     metrics = _evaluate_model(args)
+    if metrics.get("dropped"):
+        print(f"{metrics['dropped']['count']} unreadable files left out: see {args.out}/dropped.csv")
     print(summary_line(metrics))
     print(f"Wrote {args.out}/metrics.json, report.md and figures")
     return 0
@@ -126,6 +137,7 @@ def cmd_gradcam(args: argparse.Namespace) -> int:
     from cxr_keras.evaluate.gradcam import explain
     from cxr_keras.predict import image_paths
 
+    check_out(args.out, args.overwrite)
     paths = image_paths(args.images)
     if not paths:
         print(f"error: no images found in {args.images}", file=sys.stderr)
@@ -144,6 +156,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.recalibrate_threshold and not args.eval_data:
         raise ValueError("--recalibrate-threshold needs --eval-data: labelled (validation) images to match on")
+    check_out(args.out, args.overwrite)
     calibration = image_paths([args.calibration_data]) if args.calibration_data else None
     card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io)
     print(f"Wrote {', '.join(a['file'] for a in card['artifacts'].values())} and model_card.json to {args.out}")
@@ -187,13 +200,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# DataError, SplitError, WeightsError, ExportError, OutputExists... are ValueErrors; the OSErrors are a file
+# the user named that is missing, in the way or not theirs to read.
+EXPECTED = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxr", description="Chest X-ray classifiers on Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     report = commands.add_parser("data-report", help="counts per class, split and patient; dropped files; chart")
     add_data_arguments(report)
-    report.add_argument("--out", default="data-report", help="folder for report.txt, the chart and dropped.csv")
+    add_out_argument(report, "folder for report.txt, the chart and dropped.csv (default ./data-report)",
+                     default="data-report")
     report.add_argument("--split", action="store_true", help="also make the seeded, patient-grouped split")
     report.add_argument("--split-ratios", nargs=3, type=float, default=[0.8, 0.1, 0.1],
                         metavar=("TRAIN", "VAL", "TEST"), help="split shares (default 0.8 0.1 0.1)")
@@ -213,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="threshold rule on validation: youden, f1, sensitivity:T or specificity:T")
     evaluate.add_argument("--model", help="a .keras model (ours, or foreign with the options below)")
     add_data_arguments(evaluate, positional=False)
-    evaluate.add_argument("--out", help="output folder (default: RUN/evaluation with --run, else ./evaluation)")
+    add_out_argument(evaluate, "output folder (default: RUN/evaluation with --run, else ./evaluation)")
     evaluate.add_argument("--threshold", type=float, help="decision threshold (default: the model's own)")
     evaluate.add_argument("--threshold-from", help="a validation metrics.json whose threshold to apply")
     evaluate.add_argument("--image-size", type=int, help="resize images to this (default: the model's input)")
@@ -236,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="SavedModel and TFLite artifacts, model card, parity report")
     export.add_argument("--model", required=True, help="a .keras model made by cxr train (with its .json)")
     export.add_argument("--formats", nargs="+", default=["savedmodel", "tflite-fp32"], choices=FORMATS)
-    export.add_argument("--out", required=True, help="output folder, e.g. saved_models/NAME")
+    add_out_argument(export, "output folder, e.g. saved_models/NAME (with --overwrite an earlier export there is "
+                     "replaced whole)", required=True)
     export.add_argument("--calibration-data", help="folder of representative images for tflite-int8(-mixed)")
     export.add_argument("--calibration-count", type=int, default=200, help="int8 calibration images (default 200)")
     export.add_argument("--int8-io", choices=["float", "int8", "uint8"], default="float",
@@ -261,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Grad-CAM / Grad-CAM++ for a .keras model (flat or nested backbone).")
     gradcam.add_argument("--model", required=True, help="a .keras model")
     gradcam.add_argument("--images", nargs="+", required=True, help="image files and/or folders (recursive)")
-    gradcam.add_argument("--out", default="gradcam", help="output folder (default ./gradcam)")
+    add_out_argument(gradcam, "output folder (default ./gradcam)", default="gradcam")
     gradcam.add_argument("--method", choices=METHODS, default="gradcam")
     gradcam.add_argument("--layer", help="conv layer to explain (nested: outer/inner); default: the last 4-D one")
     gradcam.add_argument("--class-index", type=int, help="explain this class (default: the predicted one)")
@@ -295,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # DataError, SplitError, WeightsError, RunError...: messages written for the user
+    except EXPECTED as exc:  # messages written for the user; anything else keeps its traceback
         if os.environ.get("CXR_KERAS_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)

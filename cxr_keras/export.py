@@ -94,7 +94,11 @@ def calibration_images(paths: list[str], size: tuple[int, int], count: int) -> n
 
 def export_model(model_path: str, out: str, formats: list[str], calibration_paths: list[str] | None = None,
                  calibration_count: int = 200, int8_io: str = "float") -> dict:
-    """Write the artifacts and model_card.json into `out`; returns the card."""
+    """Write the artifacts and model_card.json into `out`; returns the card.
+
+    Everything is built in a temporary folder beside `out` and swapped in whole at the end, so a killed export
+    leaves the previous one intact and a folder never holds an artifact its card does not describe. An existing
+    `out` is replaced only if it is an export (has a model_card.json) or empty."""
     from cxr_keras.models.saving import load_model
 
     unknown = sorted(set(formats) - set(FORMATS))
@@ -107,7 +111,40 @@ def export_model(model_path: str, out: str, formats: list[str], calibration_path
         if not calibration_paths:
             raise ExportError("tflite-int8 needs --calibration-data: a folder of representative images")
         calibration = calibration_images(calibration_paths, size, calibration_count)
-    os.makedirs(out, exist_ok=True)
+    _check_replaceable(out)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out))}.export-")
+    try:
+        card = _write_artifacts(model, metadata, work, formats, calibration, calibration_count, int8_io)
+        publish_mode(work, out)
+        _swap_in(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return card
+
+
+def _check_replaceable(out: str) -> None:
+    if os.path.isfile(out):
+        raise ExportError(f"--out {out} is a file; give a folder for the export")
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "model_card.json")):
+        raise ExportError(f"--out {out} holds files but no model_card.json, so it is not an export to replace; "
+                          "choose a new folder")
+
+
+def _swap_in(work: str, out: str) -> None:
+    """Move the finished export to `out`; an older export there is renamed aside first, then deleted."""
+    old = None
+    if os.path.exists(out):
+        old = f"{work}.old"
+        os.replace(out, old)
+    os.replace(work, out)
+    if old:
+        shutil.rmtree(old)
+
+
+def _write_artifacts(model, metadata, out: str, formats: list[str], calibration, calibration_count: int,
+                     int8_io: str) -> dict:
     savedmodel = os.path.join(out, "savedmodel")
     export_savedmodel(model, savedmodel)
     artifacts = {}

@@ -60,3 +60,20 @@ def cache_dir() -> str:
     path = os.environ.get("CXR_KERAS_CACHE_DIR", default)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+class OutputExists(ValueError):
+    """An --out that holds earlier results, given without --overwrite."""
+
+
+def check_out(path: str, overwrite: bool, folder: bool = True) -> None:
+    """The one --out policy of every command: a new or empty folder (a new file), or --overwrite to write over
+    earlier results (files of the same name are replaced, each atomically; nothing else is deleted)."""
+    if folder and os.path.isfile(path):
+        raise OutputExists(f"--out {path} is a file; give a folder")
+    if not folder and os.path.isdir(path):
+        raise OutputExists(f"--out {path} is a folder; give a file name, e.g. {os.path.join(path, 'predictions.csv')}")
+    taken = os.path.isfile(path) or (os.path.isdir(path) and bool(os.listdir(path)))
+    if taken and not overwrite:
+        raise OutputExists(f"--out {path} already exists{' and is not empty' if folder else ''}; choose a new "
+                           f"{'folder' if folder else 'file'} or pass --overwrite")

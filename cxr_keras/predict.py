@@ -21,7 +21,7 @@ import numpy as np
 
 from cxr_keras.config import DEFAULT_MAX_PIXELS
 from cxr_keras.edge import CARD, TFLiteModel, open_gray, to_pixels, verify_artifact
-from cxr_keras.io_utils import atomic_writer
+from cxr_keras.io_utils import atomic_writer, check_out
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
 
@@ -151,6 +151,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default 2)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--overwrite", action="store_true", help="write over an existing --out file")
     parser.add_argument("--no-verify", action="store_true",
                         help="run an exported artifact that does not match its model_card.json (not advised)")
 
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Predict as the parsed options say; 0, or 2 with one line on stderr for an expected failure."""
     try:
+        check_out(args.out, args.overwrite, folder=False)
         counts = predict_files(args.model, args.images, args.out, args.batch_size, args.threads,
                                verify=not args.no_verify, max_pixels=args.max_pixels)
     except (ValueError, FileNotFoundError) as exc:

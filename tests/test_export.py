@@ -227,3 +227,49 @@ def test_predict_refuses_images_above_the_pixel_limit_from_their_header(exported
     assert "40x40 px is above the limit of 1,000 pixels" in rows["big.png"]
     assert "40x40 px is above the limit of 1,000 pixels" in rows["big.dcm"]
     assert rows["small.png"] == ""
+
+
+def _export(run_dir, out, formats, *extra):
+    return main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", out, "--formats", *formats,
+                 *extra])
+
+
+def test_a_re_export_replaces_the_folder_whole_and_only_with_overwrite(exported, tmp_path, capsys):
+    data, run_dir, _ = exported
+    out = str(tmp_path / "exp")
+    assert _export(run_dir, out, ["savedmodel", "tflite-fp32", "tflite-dynamic"]) == 0
+    assert _export(run_dir, out, ["tflite-fp32"]) == 2
+    assert "already exists and is not empty; choose a new folder or pass --overwrite" in capsys.readouterr().err
+    assert _export(run_dir, out, ["tflite-fp32"], "--overwrite") == 0
+    card = verify_card(out)
+    assert sorted(os.listdir(out)) == ["model_card.json", "model_fp32.tflite"]  # no stale savedmodel/ or dynamic
+    assert list(card["artifacts"]) == ["tflite-fp32"]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary folder left
+
+
+def test_a_failed_export_leaves_the_previous_one_untouched(exported, tmp_path, monkeypatch):
+    import cxr_keras.export as export
+
+    data, run_dir, _ = exported
+    out = str(tmp_path / "exp")
+    assert _export(run_dir, out, ["tflite-fp32"]) == 0
+    before = {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill mid-conversion would
+
+    monkeypatch.setattr(export, "convert_tflite", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _export(run_dir, out, ["savedmodel", "tflite-fp32"], "--overwrite")
+    assert {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)} == before
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(exported, tmp_path, capsys):
+    _, run_dir, _ = exported
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert _export(run_dir, str(mine), ["tflite-fp32"], "--overwrite") == 2
+    assert "no model_card.json, so it is not an export to replace" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from cxr_keras.data.pipeline import make_dataset
-from cxr_keras.data.table import ImageTable
+from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate import plots
 from cxr_keras.evaluate.metrics import evaluate_scores, predictions
 from cxr_keras.evaluate.thresholds import operating_point, sweep
@@ -154,6 +154,9 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"])
     metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
     write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
+    if table.dropped:
+        write_dropped(table.dropped, os.path.join(out, "dropped.csv"))
+        metrics["dropped"] = {"count": len(table.dropped), "file": "dropped.csv"}
     with atomic_writer(os.path.join(out, "metrics.json")) as f:
         json.dump(metrics, f, indent=2)
     from cxr_keras.evaluate.report import write_report

@@ -259,6 +259,8 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
     import os
 
     from cxr_keras.data.pipeline import make_dataset
+    from cxr_keras.data.table import write_dropped
+    from cxr_keras.data.verify import verify_files
     from cxr_keras.evaluate import plots
     from cxr_keras.evaluate.evaluate import _feed, describe_model
     from cxr_keras.io_utils import atomic_writer
@@ -266,6 +268,13 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
 
     model, metadata = load_model(model_path, compile=False)
     spec = describe_model(model, metadata, class_names=class_names, preprocess=preprocess)
+    paths, dropped = verify_files(paths)  # as every command does: a bad file is reported, never met mid-batch
+    if dropped:
+        write_dropped(dropped, os.path.join(out, "dropped.csv"))
+        print(f"{len(dropped)} unreadable files left out (e.g. {dropped[0].path}: {dropped[0].reason}); "
+              f"see {os.path.join(out, 'dropped.csv')}")
+    if not paths:
+        raise ValueError(f"none of the images can be read; see {os.path.join(out, 'dropped.csv')}")
     raw = np.concatenate([x.numpy() for x, _ in make_dataset(paths, np.zeros((len(paths), 1)), spec.image_size,
                                                               batch_size, cache=None)])
     fed = np.asarray(_feed(tf.constant(raw), spec))
@@ -285,6 +294,7 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
                                os.path.join(out, f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.png"))
     plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
     summary: dict = {"method": method, "layer": "/".join(_resolve(model, layer)), "n_images": len(paths),
+                     "dropped": len(dropped),
                      "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
     save_mean_maps(cams, summary["explained"], os.path.join(out, "mean_by_class.png"))
     summary["border"] = border_check(cams, summary["explained"])

@@ -13,12 +13,20 @@ def _with_ci(metrics: dict, key: str) -> str:
     return f"{value:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if ci else f"{value:.3f}"
 
 
+def _dropped_lines(dropped: dict | None) -> list[str]:
+    if not dropped:
+        return []
+    return [f"{dropped['count']} files could not be read and were left out: see [{dropped['file']}]"
+            f"({dropped['file']}).", ""]
+
+
 def format_report(metrics: dict) -> str:
     level = int(round(100 * metrics["ci"]["level"]))
     lines = [f"# Evaluation: {metrics['task']}, {metrics['n_images']} images", "",
              f"Classes: {', '.join(metrics['classes'])}. Threshold {metrics['threshold']} "
              f"({metrics.get('threshold_rule', '')}). Intervals: {level}% bootstrap, "
              f"{metrics['ci']['resamples']} resamples, seed {metrics['ci']['seed']}.", "",
+             *_dropped_lines(metrics.get("dropped")),
              "| metric | value |", "|---|---|",
              f"| ROC-AUC | {_with_ci(metrics, 'roc_auc')} |"]
     for key in ("sensitivity", "specificity", "f1", "ppv", "npv"):

@@ -1,0 +1,81 @@
+"""Every expected failure of the command line is one line naming the file or option, exit code 2; --out has one
+policy (a new or empty folder, a new file, or --overwrite); unreadable files are reported, not dropped silently."""
+
+import csv
+import json
+import os
+
+import pytest
+from helpers import write_blob_dataset
+
+from cxr_keras.cli import main
+from cxr_keras.models.factory import build_model
+from cxr_keras.models.saving import save_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = write_blob_dataset(str(root / "data"), n_per_class=6, size=32)
+    (root / "data" / "NORMAL" / "patient0999_0.png").write_bytes(b"")  # an empty PNG
+    model = str(root / "model.keras")
+    save_model(build_model("baseline", "binary", ["NORMAL", "PNEUMONIA"], 32), model,
+               {"task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA"})
+    return root, data, model
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--data-dir", "{data}"], ["gradcam", "--images", "{data}"],
+                                     ["export", "--out", "{root}/x"], ["predict", "--images", "{data}"]])
+def test_a_missing_model_is_one_line(setup, command, capsys, tmp_path):
+    root, data, _ = setup
+    argv = [a.format(data=data, root=tmp_path) for a in command] + ["--model", "nope.keras"]
+    if command[0] in ("evaluate", "gradcam", "predict"):
+        argv += ["--out", str(tmp_path / ("p.csv" if command[0] == "predict" else "o"))]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope.keras" in err and "does not exist" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("command,out_kind", [("data-report", "file"), ("evaluate", "nonempty"),
+                                              ("gradcam", "nonempty"), ("predict", "folder")])
+def test_out_is_refused_in_the_way_and_kept_untouched(setup, tmp_path, capsys, command, out_kind):
+    root, data, model = setup
+    out = tmp_path / "out"
+    if out_kind == "file":
+        out.write_text("mine")
+    else:
+        out.mkdir()
+        if out_kind == "nonempty":
+            (out / "mine.txt").write_text("mine")
+    argv = {"data-report": ["data-report", data], "evaluate": ["evaluate", "--model", model, "--data-dir", data],
+            "gradcam": ["gradcam", "--model", model, "--images", data],
+            "predict": ["predict", "--model", model, "--images", data]}[command]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and err.count("\n") == 1
+    assert (out.read_text() if out_kind == "file" else sorted(os.listdir(out))) == (
+        "mine" if out_kind == "file" else (["mine.txt"] if out_kind == "nonempty" else []))
+    if out_kind == "nonempty":
+        assert main([*argv, "--out", str(out), "--overwrite"]) == 0
+        assert (out / "mine.txt").read_text() == "mine"  # --overwrite replaces our files, deletes nothing
+
+
+def test_gradcam_verifies_images_and_reports_the_bad_one(setup, tmp_path, capsys):
+    root, data, model = setup
+    out = tmp_path / "cams"
+    assert main(["gradcam", "--model", model, "--images", data, "--out", str(out)]) == 0
+    assert "1 unreadable files left out" in capsys.readouterr().out
+    summary = json.load(open(out / "gradcam.json"))
+    assert summary["n_images"] == 12 and summary["dropped"] == 1
+    rows = list(csv.DictReader(open(out / "dropped.csv")))
+    assert [os.path.basename(r["path"]) for r in rows] == ["patient0999_0.png"] and rows[0]["reason"]
+
+
+def test_evaluate_reports_what_it_could_not_read(setup, tmp_path, capsys):
+    root, data, model = setup
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", model, "--data-dir", data, "--out", str(out), "--resamples", "20"]) == 0
+    assert f"1 unreadable files left out: see {out}/dropped.csv" in capsys.readouterr().out
+    assert json.load(open(out / "metrics.json"))["dropped"] == {"count": 1, "file": "dropped.csv"}
+    assert "1 files could not be read and were left out" in (out / "report.md").read_text()
+    assert [os.path.basename(r["path"]) for r in csv.DictReader(open(out / "dropped.csv"))] == ["patient0999_0.png"]
