@@ -58,20 +58,26 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
     """
     if resume:
         config, run_dir = _config_for_resume(resume, config), resume
-    else:
+        table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
+        _repair_after_kill(run_dir, _read_state(run_dir)["epoch"])
+    else:  # everything that can be checked is checked before the run folder is made
         config = dataclasses.replace(config, model=dataclasses.replace(config.model))
-        entry = check_request(config.model.backbone, config.data.image_size)  # before any folder is made
+        entry = check_request(config.model.backbone, config.data.image_size)
         config.model.weights = resolve_weights(entry, config.model.weights,
                                                (config.data.image_size, config.data.image_size, 3))
-        run_dir = _new_run_dir(config, run_dir)
+        data = config.data
+        table = split_table(_read_data(config), tuple(data.split_ratios), seed=data.split_seed,
+                            keep_existing=not data.resplit, fold=data.split_fold)
+        _weighting(config, table)
+        run_dir = _new_run_dir(config, run_dir, table)
     seed_everything(config.train.seed, config.train.deterministic)
     with precision(config.train.mixed_precision):
-        return _run(config, run_dir, resuming=bool(resume), quiet=quiet, extra_callbacks=callbacks or [])
+        return _run(config, table, run_dir, resuming=bool(resume), quiet=quiet, extra_callbacks=callbacks or [])
 
 
-def _run(config: ExperimentConfig, run_dir: str, resuming: bool, quiet: bool, extra_callbacks: list) -> str:
+def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bool, quiet: bool,
+         extra_callbacks: list) -> str:
     data, train = config.data, config.train
-    table = _load_table(config, run_dir, resuming)
     size = (data.image_size, data.image_size)
     train_ds = dataset_for_split(table, "train", size, data.batch_size, training=True, augment=data.augment,
                                  seed=train.seed, cache=data.cache, resize=data.resize, verbose=not quiet)
@@ -128,14 +134,41 @@ def _say(quiet: bool, message: str) -> None:
         print(message, flush=True)
 
 
-def _new_run_dir(config: ExperimentConfig, run_dir: str | None) -> str:
+STUB = {"config.json", "splits.csv", "dropped.csv", "tensorboard"}  # what a start leaves before its first epoch
+
+
+def _new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTable) -> str:
+    """A new run folder with config.json, splits.csv (and dropped.csv); the folder of a start that failed before
+    its first epoch ended (nothing but STUB in it) is reused."""
     run_dir = run_dir or os.path.join(config.runs_dir, f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.exists(run_dir) and os.listdir(run_dir):
+    if os.path.isdir(run_dir) and {n for n in os.listdir(run_dir) if not n.startswith(".")} - STUB:
         raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
                        "choose another name, or --resume it")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunError(f"run directory {run_dir} is a file; choose another --run-dir")
     os.makedirs(run_dir, exist_ok=True)
     config.save(os.path.join(run_dir, "config.json"), versions=versions())
+    save_splits(table, os.path.join(run_dir, "splits.csv"))
+    if table.dropped:
+        write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))
     return run_dir
+
+
+def _repair_after_kill(run_dir: str, epochs_done: int) -> None:
+    """What a kill can leave behind: history rows of an epoch whose checkpoint was never written (CSVLogger
+    writes before the checkpoint), and temporary files of interrupted atomic writes."""
+    for name in os.listdir(run_dir):
+        if name.startswith(".") and name.endswith((".tmp", ".keras")):
+            os.remove(os.path.join(run_dir, name))
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        lines = f.readlines()
+    kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",", 1)[0])) < epochs_done]
+    if len(kept) != len(lines):
+        with atomic_writer(path, newline="") as f:
+            f.writelines(kept)
 
 
 def _config_for_resume(run_dir: str, config: ExperimentConfig | None) -> ExperimentConfig:
@@ -162,20 +195,10 @@ def _flatten(values: dict, prefix: str = ""):
             yield f"{prefix}{key}", json.loads(json.dumps(value))
 
 
-def _load_table(config: ExperimentConfig, run_dir: str, resuming: bool) -> ImageTable:
-    data = config.data
-    if not data.data_dir:
+def _read_data(config: ExperimentConfig) -> ImageTable:
+    if not config.data.data_dir:
         raise RunError("config.data.data_dir is empty: say where the images are (--data-dir)")
-    table = data.load_table()
-    splits_path = os.path.join(run_dir, "splits.csv")
-    if resuming:
-        return apply_saved_splits(table, splits_path)
-    table = split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit,
-                        fold=data.split_fold)
-    save_splits(table, splits_path)
-    if table.dropped:
-        write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))
-    return table
+    return config.data.load_table()
 
 
 def _weighting(config: ExperimentConfig, table: ImageTable) -> dict:

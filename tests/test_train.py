@@ -188,3 +188,65 @@ def test_init_from_a_model_of_other_classes_reuses_all_but_the_output_layer(blob
     assert len(body(started)) == len(body(trained)) > 0
     for ours, theirs in zip(body(started), body(trained)):
         np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=ours.path)  # lr 1e-9: still the source's
+
+
+def _kill_at(monkeypatch, epoch_to_kill, before_checkpoint=False):
+    original = RunCheckpoints.on_epoch_end
+
+    def killed(self, epoch, logs=None):
+        if epoch == epoch_to_kill and before_checkpoint:
+            raise KeyboardInterrupt  # CSVLogger has written the row; the checkpoint never comes
+        original(self, epoch, logs)
+        if epoch == epoch_to_kill:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunCheckpoints, "on_epoch_end", killed)
+    return original
+
+
+def test_resume_at_a_stage_boundary_recompiles_the_next_stage(blobs, mobilenet_weights, tmp_path, monkeypatch):
+    cfg = config(blobs, tmp_path, "mobilenetv2", mobilenet_weights, two_stages())
+    run_dir = str(tmp_path / "run")
+    original = _kill_at(monkeypatch, 1)  # right after the last epoch of stage 1
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, run_dir=run_dir, quiet=True)
+    monkeypatch.setattr(RunCheckpoints, "on_epoch_end", original)
+    after_stage_1, _ = load_model(os.path.join(run_dir, "last.keras"))
+    run_experiment(None, resume=run_dir, quiet=True)
+    rows = history(run_dir)
+    assert [r["stage"] for r in rows] == ["1", "1", "2", "2"]
+    assert [float(r["learning_rate"]) for r in rows[2:]] == pytest.approx([1e-4, 1e-4])  # stage 2's own rate
+    final, _ = load_model(os.path.join(run_dir, "last.keras"))
+    assert not np.array_equal(final.get_layer("Conv_1").kernel, after_stage_1.get_layer("Conv_1").kernel)  # top:20
+
+
+def test_a_kill_between_the_history_row_and_the_checkpoint_does_not_duplicate_the_epoch(blobs, tmp_path,
+                                                                                        monkeypatch):
+    cfg = config(blobs, tmp_path, stages=[StageConfig(epochs=4, trainable="all")])
+    run_dir = str(tmp_path / "run")
+    original = _kill_at(monkeypatch, 2, before_checkpoint=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, run_dir=run_dir, quiet=True)
+    monkeypatch.setattr(RunCheckpoints, "on_epoch_end", original)
+    assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2]  # the row of the lost epoch is there
+    open(os.path.join(run_dir, ".tmp-abc123.keras"), "wb").close()  # an interrupted save's temporary file
+    run_experiment(None, resume=run_dir, quiet=True)
+    assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2, 3]
+    assert not [f for f in os.listdir(run_dir) if f.startswith(".")]
+
+
+def test_a_failed_start_leaves_no_folder_and_a_stub_folder_is_reused(blobs, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(Exception, match="does not exist"):
+        run_experiment(config(str(tmp_path / "nowhere"), tmp_path), run_dir=str(run_dir), quiet=True)
+    assert not run_dir.exists()
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")  # what an older failed start left
+    (run_dir / "splits.csv").write_text("path,split\n")
+    cfg = config(blobs, tmp_path, stages=[StageConfig(epochs=1, trainable="all")])
+    assert run_experiment(cfg, run_dir=str(run_dir), quiet=True) == str(run_dir)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(RunError, match="exists and is not empty"):
+        run_experiment(cfg, run_dir=str(mine), quiet=True)
