@@ -247,14 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="what the model outputs (default: from its final activation)")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     from cxr_keras.export import FORMATS
 
     export = commands.add_parser("export", help="SavedModel and TFLite artifacts, model card, parity report")
     export.add_argument("--model", required=True, help="a .keras model made by cxr train (with its .json)")
-    export.add_argument("--formats", nargs="+", default=["savedmodel", "tflite-fp32"], choices=FORMATS)
+    export.add_argument("--formats", nargs="+", default=["savedmodel", "tflite-fp32"], choices=FORMATS,
+                        help="artifacts to write (default savedmodel tflite-fp32)")
     add_out_argument(export, "output folder, e.g. saved_models/NAME (with --overwrite an earlier export there is "
                      "replaced whole)", required=True)
     export.add_argument("--calibration-data", help="folder of representative images for tflite-int8(-mixed)")
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     gradcam.add_argument("--model", required=True, help="a .keras model")
     gradcam.add_argument("--images", nargs="+", required=True, help="image files and/or folders (recursive)")
     add_out_argument(gradcam, "output folder (default ./gradcam)", default="gradcam")
-    gradcam.add_argument("--method", choices=METHODS, default="gradcam")
+    gradcam.add_argument("--method", choices=METHODS, default="gradcam", help="default gradcam")
     gradcam.add_argument("--layer", help="conv layer to explain (nested: outer/inner); default: the last 4-D one")
     gradcam.add_argument("--class-index", type=int, help="explain this class (default: the predicted one)")
     gradcam.add_argument("--masks", action="store_true",
@@ -292,26 +293,54 @@ def build_parser() -> argparse.ArgumentParser:
     gradcam.add_argument("--figures", type=int, default=24, help="per-image figures to draw (default 24)")
     gradcam.add_argument("--preprocess", choices=PREPROCESS, help="a foreign model's input (see evaluate)")
     gradcam.add_argument("--class-names", nargs="+", help="a foreign model's classes, in output order")
-    gradcam.add_argument("--batch-size", type=int, default=16)
+    gradcam.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
     gradcam.set_defaults(func=cmd_gradcam)
 
     train = commands.add_parser("train", help="train a classifier: stages, callbacks, a run folder (see --help)",
                                 description="Train per the default config (EfficientNetB0, ImageNet weights when "
-                                "obtainable, head then top 30%% fine-tuned) with any option overridden.")
+                                "obtainable, head then top 30% fine-tuned) with any option overridden. From "
+                                "scratch (--weights none) the stages are one: --epochs N is enough.")
     add_train_arguments(train)
     train.set_defaults(func=cmd_train)
 
     synth = commands.add_parser("synth", help="write a synthetic chest X-ray dataset with lesion masks")
     synth.add_argument("out", help="new folder to write into")
-    synth.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default="binary")
+    synth.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default="binary",
+                       help="labels to generate (default binary)")
     synth.add_argument("--patients", type=int, default=120, help="patients (1-3 images each; default 120)")
     synth.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.set_defaults(func=cmd_synth)
     return parser
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its start-up lines (oneDNN, CUDA, absl notices) kept off the terminal: they come from
+    C++ before any log level applies. Shown when the import fails, or always with CXR_KERAS_TF_LOGS=1."""
+    if "tensorflow" in sys.modules or os.environ.get("CXR_KERAS_TF_LOGS"):
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except ModuleNotFoundError:
+            pass  # a device without TensorFlow: the commands that need it say so
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.buffer.write(captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import_tensorflow_quietly()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

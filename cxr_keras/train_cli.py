@@ -98,15 +98,19 @@ def config_from_args(args: argparse.Namespace, default: ExperimentConfig) -> Exp
         config.train.early_stopping_patience = args.early_stopping
     if getattr(args, "time_budget", None) is not None:
         config.train.time_budget_s = args.time_budget
-    config.train.stages = _stages(config.train.stages, args)
+    config.train.stages = _stages(config.train.stages, args, from_scratch=config.model.weights in ("none", None, ""))
     for key in ("name", "runs_dir"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     return config
 
 
-def _stages(stages: list[StageConfig], args: argparse.Namespace) -> list[StageConfig]:
+def _stages(stages: list[StageConfig], args: argparse.Namespace, from_scratch: bool) -> list[StageConfig]:
     stages = [dataclasses.replace(s) for s in stages]
+    if from_scratch and len(stages) > 1 and len(args.epochs or []) == 1:
+        # random weights make the stages one all-trainable stage anyway (plan_stages): one number is enough
+        stages = [StageConfig(name="scratch", epochs=args.epochs[0], trainable="all",
+                              learning_rate=stages[0].learning_rate, schedule="cosine")]
     for option, field in (("epochs", "epochs"), ("learning_rates", "learning_rate")):
         values = getattr(args, option)
         if values is None:

@@ -79,3 +79,21 @@ def test_evaluate_reports_what_it_could_not_read(setup, tmp_path, capsys):
     assert json.load(open(out / "metrics.json"))["dropped"] == {"count": 1, "file": "dropped.csv"}
     assert "1 files could not be read and were left out" in (out / "report.md").read_text()
     assert [os.path.basename(r["path"]) for r in csv.DictReader(open(out / "dropped.csv"))] == ["patient0999_0.png"]
+
+
+def test_help_prints_no_tensorflow_start_up_noise():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "cxr_keras.cli", "evaluate", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "--overwrite" in result.stdout
+    assert result.stderr == ""
+
+
+def test_from_scratch_train_takes_one_epoch_number(capsys, tmp_path):
+    assert main(["train", "--data-dir", str(tmp_path), "--weights", "none", "--epochs", "1", "--print-config"]) == 0
+    stages = json.loads(capsys.readouterr().out)["train"]["stages"]
+    assert [(s["trainable"], s["epochs"]) for s in stages] == [("all", 1)]
+    assert main(["train", "--data-dir", str(tmp_path), "--epochs", "1", "--print-config"]) == 2  # two stages here
+    assert "--epochs takes one value per stage" in capsys.readouterr().err

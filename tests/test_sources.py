@@ -217,3 +217,12 @@ def test_duplicate_rows_are_used_once_and_contradictions_refused(tmp_path):
     contradiction = "a.png is listed on line 2 as \\['NORMAL'\\] and on line 4 as \\['PNEUMONIA'\\]"
     with pytest.raises(DataError, match=contradiction):
         load_dataset(str(tmp_path), csv_path=_generic_csv(tmp_path, rows))
+
+
+def test_nih_csv_without_patient_id_takes_it_from_the_file_name(tmp_path):
+    csv_path = _write_nih_fixture(tmp_path)
+    rows = list(csv.reader(open(csv_path)))
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f).writerows([[c for i, c in enumerate(r) if i != 3] for r in rows])  # no Patient ID column
+    table = load_dataset(str(tmp_path), csv_path=str(csv_path))
+    assert table.patients == ["1", "1", "2"]

@@ -110,7 +110,7 @@ def load_dataset(
     if chosen in ("nih", "csv"):
         csv_path = csv_path or _single_csv(root)
         records = _read_csv(csv_path, images_dir or root, chosen, path_column, labels_column, delimiter,
-                            allow_outside_paths)
+                            allow_outside_paths, patterns)
     else:
         records = _read_folders(root, chosen, patterns)
     records.notes.insert(0, f"layout {chosen} ({why}): {LAYOUTS[chosen]}")
@@ -251,9 +251,11 @@ def _read_csv(
     labels_column: str | None,
     delimiter: str,
     allow_outside_paths: bool,
+    patterns: list[str],
 ) -> _Records:
     """NIH or generic label CSV; images resolved relative to `images_dir`, else by name anywhere beneath it.
 
+    Without a patient column, patients come from file names (NIH's `00000001_000.png` is patient 1).
     Only NIH's "No Finding" means "no label": in a generic CSV every label is the user's own class name (NORMAL
     is a class). A file listed twice with the same labels is kept once; with different labels it is an error."""
     header = _csv_header(csv_path)
@@ -309,7 +311,8 @@ def _read_csv(
             repeated.append(f"{name} (lines {first} and {line})")
             continue
         seen[key] = (line, labels)
-        records.add(path, labels, (row[patient_col].strip() or None) if patient_col else None,
+        patient = row[patient_col].strip() if patient_col else patient_from_name(os.path.basename(name), patterns)
+        records.add(path, labels, patient or None,
                     SPLIT_NAMES.get(row[split_col].strip().lower()) if split_col else None)
         if layout == "nih":
             records.meta["view_position"].append(row.get("View Position"))
