@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     args = parse_args("compare_backbones", __doc__, argv, SAMPLE, extra=_extra)
     base = config_from_args(args, CONFIG)
+    if args.print_config:
+        import json
+
+        print(json.dumps(base.to_dict(), indent=2))
+        return []
     budget = base.train.time_budget_s or DEFAULT_BUDGET_S
     rows = []
     for backbone in args.backbones:

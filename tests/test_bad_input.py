@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from helpers import gradient, png_header_only, truncated_copy, write_dicom, write_image
@@ -124,3 +126,20 @@ def test_dicom_without_pixel_data_is_dropped(tmp_path):
     ds.save_as(str(tmp_path / "A" / "nopixels.dcm"))
     table = load_dataset(str(tmp_path))
     assert [d.reason for d in table.dropped] == ["unreadable DICOM: DICOM file has no pixel data"]
+
+
+def test_a_file_rewritten_at_the_same_size_is_verified_again(tmp_path, monkeypatch):
+    paths = [write_image(str(tmp_path / c / "x.png")) for c in ("A", "B")]
+    load_dataset(str(tmp_path))
+    size = os.path.getsize(paths[0])
+    with open(paths[0], "r+b") as f:  # same size, new bytes: only the modification time tells
+        f.seek(size // 2)
+        f.write(b"\0" * (size - size // 2))
+    stamp = os.stat(paths[0]).st_mtime_ns
+    os.utime(paths[0], ns=(stamp + 10**9, stamp + 10**9))
+    calls = []
+    original = verify._check
+    monkeypatch.setattr(verify, "_check", lambda p, m: calls.append(p) or original(p, m))
+    table = load_dataset(str(tmp_path))
+    assert calls == [paths[0]] and os.path.getsize(paths[0]) == size
+    assert [d.path for d in table.dropped] == [paths[0]]

@@ -273,3 +273,26 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(exported, tmp_path
     assert _export(run_dir, str(mine), ["tflite-fp32"], "--overwrite") == 2
     assert "no model_card.json, so it is not an export to replace" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_the_parity_report_measures_the_artifact_itself(exported):
+    """Recompute each TFLite artifact's figures from the file on the same images: they must be the report's (a
+    report that ran the Keras model instead would show max|dp| 0 and the Keras AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.sources import load_dataset
+    from cxr_keras.edge import TFLiteModel
+    from cxr_keras.models.saving import load_model
+
+    data, run_dir, out = exported
+    report = json.load(open(os.path.join(out, "export_report.json")))["artifacts"]
+    table = load_dataset(data)
+    images = decode_all(table.paths, (32, 32)).astype(np.float32)
+    y = table.labels[:, 1]
+    keras_p = np.asarray(load_model(os.path.join(run_dir, "best.keras"), compile=False)[0](images))[:, 0]
+    for fmt, name in (("tflite-int8", "model_int8.tflite"), ("tflite-fp16", "model_fp16.tflite")):
+        p = TFLiteModel(os.path.join(out, name)).predict(images)[:, 0].astype(np.float64)
+        assert report[fmt]["max_abs_dp"] == pytest.approx(np.max(np.abs(p - keras_p)), abs=1e-6)
+        assert report[fmt]["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
+    assert report["tflite-int8"]["max_abs_dp"] > 1e-4  # int8 cannot equal the float model exactly

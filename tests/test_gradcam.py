@@ -118,3 +118,33 @@ def test_nih_boxes_become_masks_at_the_model_size(tmp_path):
     np.testing.assert_array_equal(found, expected)
     (both,) = box_masks(["00000001_000.png"], str(csv_path), (16, 16))
     assert both.sum() == expected.sum() + 1  # the Atelectasis box adds its 1x1 cell
+
+
+def _two_channel_model():
+    """A0 = x, A1 = 0.5 x + 3 over a 4x4 map; score = 2 mean(A0) + mean(A1): constant gradients 2/16, 1/16."""
+    inputs = keras.Input((4, 4, 1))
+    conv = keras.layers.Conv2D(2, 1, kernel_initializer=keras.initializers.Constant([[[[1.0, 0.5]]]]),
+                               bias_initializer=keras.initializers.Constant([0.0, 3.0]), name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(conv)
+    head = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant([[2.0], [1.0]]), name="head")
+    return keras.Model(inputs, head(pooled))
+
+
+MIXED = (np.arange(16, dtype="float32") - 7.5).reshape(1, 4, 4, 1)  # activations of both signs
+
+
+def test_gradcam_by_hand_on_mixed_sign_activations_keeps_only_the_positive_part():
+    cams, _, _ = compute_cams(_two_channel_model(), MIXED, class_index=1)
+    x = MIXED[0, :, :, 0]
+    expected = np.maximum(2 / 16 * x + 1 / 16 * (0.5 * x + 3), 0)  # weights = mean gradients, then ReLU
+    np.testing.assert_allclose(cams[0], expected / expected.max(), atol=1e-6)
+    assert (cams[0] == 0).sum() == (expected <= 0).sum() > 0
+
+
+def test_gradcam_plus_plus_by_hand():
+    """alpha_k = g^2 / (2 g^2 + sum(A_k) g^3) with constant g: channel 0 (sum 0) 1/2, channel 1 (sum 48) 1/5;
+    weights = sum over positions of alpha relu(g): 1 and 0.2."""
+    cams, _, _ = compute_cams(_two_channel_model(), MIXED, "gradcam++", class_index=1)
+    x = MIXED[0, :, :, 0]
+    expected = np.maximum(1.0 * x + 0.2 * (0.5 * x + 3), 0)
+    np.testing.assert_allclose(cams[0], expected / expected.max(), atol=1e-5)

@@ -1,9 +1,11 @@
 """`cxr train` and the experiment modules: options, printed configs, refusals, and a real tiny run."""
 
+import csv
 import importlib
 import json
 import os
 
+import numpy as np
 import pytest
 from helpers import write_blob_dataset
 
@@ -59,11 +61,35 @@ def test_train_runs_and_never_overwrites(blobs, tmp_path, capsys):
                                   "compare_backbones"])
 def test_experiments_print_their_config(name, blobs, capsys):
     module = importlib.import_module(f"experiments.{name}")
-    argv = ["--data-dir", blobs, "--print-config"]
-    module.main(argv) if name != "compare_backbones" else module.parse_args(name, module.__doc__, argv, {})
-    if name != "compare_backbones":
-        config = json.loads(capsys.readouterr().out)
-        assert config["name"] == name and config["data"]["data_dir"] == blobs
+    assert not module.main(["--data-dir", blobs, "--print-config", "--image-size", "40"])  # prints, trains nothing
+    config = json.loads(capsys.readouterr().out)
+    assert config["name"] == {"compare_backbones": "compare"}.get(name, name)
+    assert config["data"]["data_dir"] == blobs and config["data"]["image_size"] == 40
+
+
+def test_compare_backbones_writes_one_row_per_backbone(blobs, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.models.saving import load_model
+    from experiments.compare_backbones import main as compare
+
+    out = str(tmp_path / "table")
+    rows = compare(["--data-dir", blobs, "--backbones", "baseline", "mobilenetv2", "--image-size", "32",
+                    "--epochs", "1", "1", "--weights", "none", "--runs-dir", str(tmp_path / "runs"), "--out", out,
+                    "--quiet"])
+    assert [r["backbone"] for r in rows] == ["baseline", "mobilenetv2"]
+    with open(os.path.join(out, "comparison.csv")) as f:
+        written = list(csv.DictReader(f))
+    assert [w["backbone"] for w in written] == ["baseline", "mobilenetv2"]
+    for row in rows:  # from scratch the two stages are one of 2 epochs
+        assert row["epochs"] == 2 and row["weights"] == "none" and row["params"] > 1000
+        val = [r for r in csv.DictReader(open(os.path.join(row["run_dir"], "splits.csv"))) if r["split"] == "val"]
+        model, _ = load_model(os.path.join(row["run_dir"], "best.keras"), compile=False)
+        p = np.asarray(model(decode_all([r["path"] for r in val], (32, 32)).astype("float32")))[:, 0]
+        assert row["val_auc"] == pytest.approx(roc_auc_score([r["path"].split(os.sep)[-2] == "PNEUMONIA"
+                                                              for r in val], p), abs=1e-6)
+    assert "| baseline | none | 2 |" in open(os.path.join(out, "comparison.md")).read()
 
 
 def test_main_experiment_runs_on_given_data(blobs, tmp_path, capsys, monkeypatch):
