@@ -63,7 +63,7 @@ class Predictor:
         else:
             import keras
 
-            import cxr_keras.data.balance  # noqa: F401  (custom loss registration)
+            import cxr_keras.models.losses  # noqa: F401  (custom loss registration)
 
             model = keras.models.load_model(model_path, compile=False)
             self.image_size = tuple(model.input_shape[1:3])

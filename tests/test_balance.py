@@ -2,7 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from cxr_keras.data.balance import WeightedBinaryCrossentropy, class_weights, initial_bias, positive_weights
+from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
+from cxr_keras.models.losses import WeightedBinaryCrossentropy
 
 
 def test_binary_class_weights_by_hand():

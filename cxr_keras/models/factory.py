@@ -131,7 +131,7 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 def loss_for(task: str, pos_weight: np.ndarray | None = None, label_smoothing: float = 0.0) -> keras.losses.Loss:
     """Binary or categorical cross-entropy; per-label weighted binary cross-entropy for multi-label data."""
-    from cxr_keras.data.balance import WeightedBinaryCrossentropy
+    from cxr_keras.models.losses import WeightedBinaryCrossentropy
 
     if task == "multiclass":
         return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)

@@ -48,6 +48,6 @@ def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | Non
     """A model saved by `save_model` (or any .keras file) and its metadata (None when there is none)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist")
-    import cxr_keras.data.balance  # noqa: F401  (registers WeightedBinaryCrossentropy for deserialisation)
+    import cxr_keras.models.losses  # noqa: F401  (registers WeightedBinaryCrossentropy for deserialisation)
 
     return keras.models.load_model(path, compile=compile), load_metadata(path)
