@@ -54,6 +54,24 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterato
         raise
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: figures go to files, no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
+    """Write a matplotlib figure as PNG, atomically, and close it; returns the path."""
+    with atomic_writer(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    pyplot().close(fig)
+    return os.fspath(path)
+
+
 def cache_dir() -> str:
     """Where cxr_keras keeps caches: $CXR_KERAS_CACHE_DIR, else ~/.cache/cxr_keras."""
     default = os.path.join(os.path.expanduser("~"), ".cache", "cxr_keras")

@@ -29,6 +29,7 @@ from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
 from cxr_keras.data.pipeline import dataset_for_split
 from cxr_keras.data.splits import apply_saved_splits, save_splits, split_table
 from cxr_keras.data.table import ImageTable, write_dropped
+from cxr_keras.evaluate.plots import plot_history
 from cxr_keras.io_utils import atomic_writer
 from cxr_keras.models.factory import build_model, check_request, loss_for, metrics_for
 from cxr_keras.models.finetune import (
@@ -40,7 +41,6 @@ from cxr_keras.models.finetune import (
 )
 from cxr_keras.models.saving import load_model, save_model
 from cxr_keras.models.weights import init_from_model, is_pretrained, resolve_weights
-from cxr_keras.plots import plot_history
 from cxr_keras.runtime import make_strategy, precision, seed_everything, versions
 
 

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
-from cxr_keras.io_utils import atomic_writer
+from cxr_keras.io_utils import atomic_writer, pyplot, save_figure
 from cxr_keras.train_cli import config_from_args
 from experiments.sample_data import parse_args
 
@@ -91,11 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def write_comparison(rows: list[dict], out: str, budget: float) -> None:
     """comparison.csv, comparison.md (a table) and comparison.png (AUC per backbone)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     os.makedirs(out, exist_ok=True)
     with atomic_writer(os.path.join(out, "comparison.csv"), newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -117,9 +113,7 @@ def write_comparison(rows: list[dict], out: str, budget: float) -> None:
            ylabel="ROC-AUC", title=f"Backbones at an equal {budget:g} s training budget")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    with atomic_writer(os.path.join(out, "comparison.png"), "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, os.path.join(out, "comparison.png"))
     print("\n".join(lines))
     print(f"\nWrote {out}/comparison.csv, comparison.md, comparison.png")
 

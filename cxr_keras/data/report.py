@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from cxr_keras.data.table import ImageTable, write_dropped
-from cxr_keras.io_utils import atomic_writer
+from cxr_keras.io_utils import atomic_writer, pyplot, save_figure
 
 
 def images_per_patient(table: ImageTable) -> Counter:
@@ -50,11 +50,7 @@ def format_report(table: ImageTable) -> str:
 
 def plot_class_distribution(table: ImageTable, path: str) -> None:
     """Bar chart of images per class, one bar group per split; saved as PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     splits = sorted(table.split_counts().items())
     x = np.arange(len(table.classes))
     width = 0.8 / max(len(splits), 1)
@@ -67,9 +63,7 @@ def plot_class_distribution(table: ImageTable, path: str) -> None:
     ax.set_title(f"{os.path.basename(table.root.rstrip('/'))}: class distribution ({table.task})")
     ax.legend()
     fig.tight_layout()
-    with atomic_writer(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(table: ImageTable, out_dir: str) -> dict[str, str]:
