@@ -129,17 +129,15 @@ def summarise(folds: list[dict], out: str) -> dict:
 def pairwise_auc(score_files: list[str], classes: list[str]) -> dict[str, float]:
     """Out-of-fold ROC-AUC of each pair of classes on the images of those two classes, scored p_b / (p_a + p_b)
     (Hand and Till's one-vs-one): which distinction the errors come from."""
-    import csv
     import itertools
 
     from sklearn.metrics import roc_auc_score
 
-    rows = []
-    for path in score_files:
-        with open(path, newline="") as f:
-            rows += list(csv.DictReader(f))
-    truth = np.array([[float(r[f"true_{c}"]) for c in classes] for r in rows]).argmax(axis=1)
-    scores = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+    from cxr_keras.evaluate.evaluate import read_scores
+
+    read = [read_scores(path) for path in score_files]  # columns in the model's class order, as `classes`
+    truth = np.concatenate([y for _, y, _ in read]).argmax(axis=1)
+    scores = np.concatenate([s for _, _, s in read])
     result = {}
     for a, b in itertools.combinations(range(len(classes)), 2):
         pair = (truth == a) | (truth == b)
