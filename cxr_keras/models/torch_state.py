@@ -48,10 +48,19 @@ class _TensorRef:
         self.offset, self.size, self.stride = offset, tuple(size), tuple(stride)
 
     def materialise(self, storages: dict[str, np.ndarray]) -> np.ndarray:
+        """The view as a new array, once it is proven to lie inside its storage (a crafted file could otherwise
+        make as_strided read memory it does not own)."""
         flat = storages[self.key]
-        item = flat.itemsize
-        view = np.lib.stride_tricks.as_strided(flat[self.offset:], shape=self.size,
-                                               strides=[s * item for s in self.stride])
+        sizes, strides, offset = self.size, self.stride, self.offset
+        if (len(sizes) != len(strides) or not all(isinstance(v, int) for v in (*sizes, *strides, offset))
+                or min((*sizes, *strides, offset), default=0) < 0):
+            raise ValueError(f"tensor of storage {self.key}: bad shape {sizes}, strides {strides} or offset {offset}")
+        if 0 not in sizes:
+            last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
+            if last >= len(flat):
+                raise ValueError(f"tensor of storage {self.key} reaches element {last} of a storage of {len(flat)}")
+        view = np.lib.stride_tricks.as_strided(flat[offset:], shape=sizes,
+                                               strides=[s * flat.itemsize for s in strides])
         return np.array(view)  # a copy that owns its memory, in C order
 
 
@@ -81,10 +90,15 @@ def _plain_load(stream: IO[bytes]):
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The tensors of a `.pth` state dict as numpy arrays, by name, in file order."""
     path = os.fspath(path)
-    if zipfile.is_zipfile(path):
-        return _read_zip(path)
-    with open(path, "rb") as f:
-        return _read_legacy(f, path)
+    try:
+        if zipfile.is_zipfile(path):
+            return _read_zip(path)
+        with open(path, "rb") as f:
+            return _read_legacy(f, path)
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f"{path}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path} is not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from None
 
 
 def _read_legacy(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
@@ -98,12 +112,14 @@ def _read_legacy(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
     _check_state_dict(refs, path)
     dtypes = {ref.key: ref.dtype for ref in refs.values()}
     storages = {}
+    size = os.fstat(f.fileno()).st_size
     for key in _plain_load(f):
-        (count,) = struct.unpack("<q", f.read(8))
+        header = f.read(8)
+        (count,) = struct.unpack("<q", header) if len(header) == 8 else (-1,)
         dtype = np.dtype(dtypes[key]).newbyteorder("<")
+        if not 0 <= count * dtype.itemsize <= size - f.tell():
+            raise ValueError(f"{path} is truncated or corrupt (storage {key} claims {count} elements)")
         data = f.read(count * dtype.itemsize)
-        if len(data) != count * dtype.itemsize:
-            raise ValueError(f"{path} is truncated (storage {key} ends early)")
         storages[key] = np.frombuffer(data, dtype=dtype)
     return {name: ref.materialise(storages) for name, ref in refs.items()}
 
