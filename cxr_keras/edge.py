@@ -21,8 +21,12 @@ class ArtifactError(ValueError):
 def open_gray(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
     """A file (PNG 8/16-bit, JPEG, BMP, DICOM) as an 8-bit grayscale Pillow image at its own size; an image of
     more than `max_pixels` pixels is refused from its header, before it is decoded."""
+    import stat
+
     from PIL import Image
 
+    if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero or a pipe behind a symlink: never read it
+        raise ValueError(f"{path} is not a regular file")
     with open(path, "rb") as f:
         data = f.read()
     if not data:
@@ -31,7 +35,10 @@ def open_gray(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
         return Image.fromarray(dicom_to_uint8(data, max_pixels))
     import io
 
-    image = Image.open(io.BytesIO(data))
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused before it tells the size
+        raise ValueError(f"image is above the limit of {max_pixels:,} pixels (--max-pixels)") from None
     if image.size[0] * image.size[1] > max_pixels:
         raise ValueError(f"{image.size[0]}x{image.size[1]} px is above the limit of {max_pixels:,} pixels "
                          "(--max-pixels)")

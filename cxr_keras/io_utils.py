@@ -73,10 +73,12 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> str:
 
 
 def cache_dir() -> str:
-    """Where cxr_keras keeps caches: $CXR_KERAS_CACHE_DIR, else ~/.cache/cxr_keras."""
+    """Where cxr_keras keeps caches: $CXR_KERAS_CACHE_DIR, else ~/.cache/cxr_keras. Made when it can be; every
+    cache is optional, so a read-only one only means nothing is remembered."""
     default = os.path.join(os.path.expanduser("~"), ".cache", "cxr_keras")
     path = os.environ.get("CXR_KERAS_CACHE_DIR", default)
-    os.makedirs(path, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.makedirs(path, exist_ok=True)
     return path
 
 

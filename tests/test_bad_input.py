@@ -143,3 +143,32 @@ def test_a_file_rewritten_at_the_same_size_is_verified_again(tmp_path, monkeypat
     table = load_dataset(str(tmp_path))
     assert calls == [paths[0]] and os.path.getsize(paths[0]) == size
     assert [d.path for d in table.dropped] == [paths[0]]
+
+
+def test_a_device_behind_a_symlink_is_dropped_without_reading_it(tmp_path):
+    for c in ("A", "B"):
+        write_image(str(tmp_path / c / "x.png"))
+    os.symlink("/dev/zero", tmp_path / "A" / "zero.png")
+    table = load_dataset(str(tmp_path))
+    assert [(os.path.basename(d.path), d.reason) for d in table.dropped] == [
+        ("zero.png", "not a regular file (a device, pipe or folder)")]
+
+
+def test_an_oversized_dicom_is_refused_from_its_header(tmp_path, monkeypatch):
+    import pydicom
+
+    write_image(str(tmp_path / "A" / "x.png"))
+    write_image(str(tmp_path / "B" / "y.png"))
+    write_dicom(str(tmp_path / "B" / "big.dcm"), gradient(40, 60, np.uint16, 4095))
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(lambda self: 1 / 0))  # never decoded
+    table = load_dataset(str(tmp_path), max_pixels=2000)
+    assert [d.reason for d in table.dropped] == [
+        "DICOM image of 60x40 px is above the limit of 2,000 pixels (raise --max-pixels or downsample the file)"]
+
+
+def test_a_cache_folder_that_cannot_be_written_only_means_nothing_is_remembered(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("CXR_KERAS_CACHE_DIR", str(tmp_path / "file" / "cache"))  # cannot be a folder
+    for c in ("A", "B"):
+        write_image(str(tmp_path / "data" / c / "x.png"))
+    assert len(load_dataset(str(tmp_path / "data"))) == 2

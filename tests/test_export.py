@@ -220,13 +220,14 @@ def test_predict_refuses_images_above_the_pixel_limit_from_their_header(exported
 
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(images / "big.png")
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(images / "small.png")
+    os.symlink("/dev/zero", images / "zero.png")  # would never end if read
     target = str(tmp_path / "p.csv")
     assert main(["predict", "--model", os.path.join(out, "model_int8.tflite"), "--images", str(images),
                  "--out", target, "--max-pixels", "1000"]) == 0
     rows = {os.path.basename(r["path"]): r["error"] for r in csv.DictReader(open(target))}
     assert "40x40 px is above the limit of 1,000 pixels" in rows["big.png"]
     assert "40x40 px is above the limit of 1,000 pixels" in rows["big.dcm"]
-    assert rows["small.png"] == ""
+    assert rows["small.png"] == "" and "is not a regular file" in rows["zero.png"]
 
 
 def _export(run_dir, out, formats, *extra):

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf
@@ -32,18 +33,21 @@ def _decoded_shape(contents: tf.Tensor) -> tf.Tensor:
     return tf.shape(decode_gray(contents))
 
 
-def _inspect(path: str, data: bytes) -> tuple[str | None, int, int, bool]:
+def _inspect(path: str, data: bytes, max_pixels: int) -> tuple[str | None, int, int, bool]:
     """Read one file's header from its bytes: (problem or None, width, height, fully decoded already?).
 
-    DICOM is decoded in full here (pydicom is the pipeline's DICOM decoder too); other formats only have
-    their header read, so that an oversized image is refused before anything decodes it.
+    DICOM is decoded in full here (pydicom is the pipeline's DICOM decoder too), once its declared size is
+    under `max_pixels`; other formats only have their header read, so that an oversized image is refused before
+    anything decodes it.
     """
     if not data:
         return "empty file (0 bytes)", 0, 0, False
     if is_dicom_bytes(data) or path.lower().endswith(".dcm"):
         try:
-            height, width = dicom_to_uint8(data).shape
+            height, width = dicom_to_uint8(data, max_pixels).shape
         except Exception as exc:  # any pydicom failure means the file is unusable
+            if "above the limit" in str(exc):
+                return f"DICOM image of {exc} (raise --max-pixels or downsample the file)", 0, 0, False
             return f"unreadable DICOM: {exc}", 0, 0, False
         return None, width, height, True
     try:
@@ -76,11 +80,13 @@ def _decode_problem(data: bytes) -> str | None:
 def _check(path: str, max_pixels: int) -> list:
     """[problem or None, width, height, fully decoded?] for one file, read from disk once."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero or a pipe behind a symlink: never read it
+            return ["not a regular file (a device, pipe or folder)", 0, 0, False]
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         return [f"cannot read file: {exc.strerror or exc}", 0, 0, False]
-    problem, width, height, decoded = _inspect(path, data)
+    problem, width, height, decoded = _inspect(path, data, max_pixels)
     if problem is not None or decoded or width * height > max_pixels:
         return [problem, width, height, decoded]
     return [_decode_problem(data), width, height, True]
@@ -125,8 +131,11 @@ def verify_files(
         for path, result in zip(todo, pool.map(lambda p: _check(p, max_pixels), todo)):
             cache[path] = [stats[path].st_size, stats[path].st_mtime_ns, *result]
     if cache_path and todo:
-        with atomic_writer(cache_path) as f:
-            json.dump({"version": CACHE_VERSION, "files": cache}, f)
+        try:
+            with atomic_writer(cache_path) as f:
+                json.dump({"version": CACHE_VERSION, "files": cache}, f)
+        except OSError:
+            pass  # a read-only cache: the results stand for this run, they are only not remembered
 
     usable, dropped = [], []
     for path in paths:
