@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return 130  # what was interrupted has said how to go on; no traceback for a Ctrl-C
     except EXPECTED as exc:  # messages written for the user; anything else keeps its traceback
         if os.environ.get("CXR_KERAS_DEBUG"):
             raise

@@ -133,10 +133,27 @@ class ExperimentConfig:
     @classmethod
     def load(cls, path: str) -> ExperimentConfig:
         """Read a config.json; top-level entries that are not options (e.g. `versions`) are ignored."""
-        with open(path) as f:
-            values = json.load(f)
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a JSON object of options")
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls.from_dict({k: v for k, v in values.items() if k in fields})
+
+    def check(self) -> None:
+        """Values no run can use, named by their option, before anything is built."""
+        data = self.data
+        if data.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {data.batch_size}")
+        if data.image_size < 1:
+            raise ConfigError(f"--image-size must be at least 1, got {data.image_size}")
+        for stage in self.train.stages:
+            if not stage.learning_rate > 0:
+                raise ConfigError(f"learning rates must be above 0 (--learning-rates), got {stage.learning_rate} "
+                                  f"for stage {stage.name or stage.trainable!r}")
 
 
 def _from_dict(cls, values: dict, where: str):

@@ -33,8 +33,11 @@ def find_metadata(model_path: str) -> tuple[dict, str | None]:
     card_dir = os.path.dirname(os.path.abspath(path))
     for candidate in (os.path.join(card_dir, CARD), os.path.splitext(path)[0] + ".json"):
         if os.path.isfile(candidate):
-            with open(candidate) as f:
-                return json.load(f), (card_dir if candidate.endswith(CARD) else None)
+            try:
+                with open(candidate) as f:
+                    return json.load(f), (card_dir if candidate.endswith(CARD) else None)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{candidate} is not valid JSON ({exc})") from None
     raise ValueError(f"no model_card.json or {os.path.basename(model_path)} metadata beside {model_path}: classes "
                      "and threshold are unknown; export with `cxr export` or train with `cxr train`")
 
@@ -90,10 +93,17 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
                   verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Write predictions.csv; returns counts of images predicted, resized (another size than the model's: said
     once on stderr) and failed."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    missing = [item for item in images if not os.path.exists(item)]
+    if missing:
+        raise FileNotFoundError(f"--images {missing[0]} does not exist")
+    paths = image_paths(images)
+    if not paths:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(images)}")
     predictor = Predictor(model_path, threads, verify)
     meta = predictor.metadata
     classes, task, threshold = meta["classes"], meta["task"], artifact_threshold(meta, model_path)
-    paths = image_paths(images)
     height, width = predictor.image_size
     rows, failed, resized = [], 0, 0
     for start in range(0, len(paths), batch_size):

@@ -61,6 +61,7 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
         table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
         _repair_after_kill(run_dir, _read_state(run_dir)["epoch"])
     else:  # everything that can be checked is checked before the run folder is made
+        config.check()
         config = dataclasses.replace(config, model=dataclasses.replace(config.model))
         entry = check_request(config.model.backbone, config.data.image_size)
         config.model.weights = resolve_weights(entry, config.model.weights,
@@ -71,8 +72,14 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
         _weighting(config, table)
         run_dir = _new_run_dir(config, run_dir, table)
     seed_everything(config.train.seed, config.train.deterministic)
-    with precision(config.train.mixed_precision):
-        return _run(config, table, run_dir, resuming=bool(resume), quiet=quiet, extra_callbacks=callbacks or [])
+    try:
+        with precision(config.train.mixed_precision):
+            return _run(config, table, run_dir, resuming=bool(resume), quiet=quiet,
+                        extra_callbacks=callbacks or [])
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Every completed epoch is saved: continue with `cxr train --resume {run_dir}`",
+              file=sys.stderr)
+        raise
 
 
 def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bool, quiet: bool,

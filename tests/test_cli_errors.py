@@ -97,3 +97,56 @@ def test_from_scratch_train_takes_one_epoch_number(capsys, tmp_path):
     assert [(s["trainable"], s["epochs"]) for s in stages] == [("all", 1)]
     assert main(["train", "--data-dir", str(tmp_path), "--epochs", "1", "--print-config"]) == 2  # two stages here
     assert "--epochs takes one value per stage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options,message", [(["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+                                             (["--learning-rates", "-1", "1e-4"], "learning rates must be above 0")])
+def test_values_no_run_can_use_are_refused_before_anything_is_made(setup, tmp_path, capsys, options, message):
+    _, data, _ = setup
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data-dir", data, "--run-dir", str(run_dir), *options]) == 2
+    assert message in capsys.readouterr().err and not run_dir.exists()
+
+
+def test_predict_refuses_missing_or_empty_image_folders(setup, tmp_path, capsys):
+    _, _, model = setup
+    (tmp_path / "empty").mkdir()
+    for images, message in ((str(tmp_path / "nowhere"), "does not exist"), (str(tmp_path / "empty"), "no image files")):
+        assert main(["predict", "--model", model, "--images", images, "--out", str(tmp_path / "p.csv")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_file_that_is_no_model_and_broken_metadata_are_named(setup, tmp_path, capsys):
+    _, data, model = setup
+    garbage = tmp_path / "bad.keras"
+    garbage.write_bytes(b"not a zip")
+    assert main(["evaluate", "--model", str(garbage), "--data-dir", data, "--out", str(tmp_path / "e")]) == 2
+    assert "bad.keras is not a readable Keras model" in capsys.readouterr().err
+    import shutil
+
+    shutil.copy(model, tmp_path / "m.keras")
+    (tmp_path / "m.json").write_text("{ broken")
+    assert main(["predict", "--model", str(tmp_path / "m.keras"), "--images", data, "--out",
+                 str(tmp_path / "p.csv")]) == 2
+    assert "m.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_how_to_resume(setup, tmp_path, capsys):
+    import keras
+
+    from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+    from cxr_keras.train import run_experiment
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    _, data, _ = setup
+    config = ExperimentConfig(name="c", data=DataConfig(data_dir=data, image_size=32, batch_size=4, augment="none",
+                                                        split_ratios=(0.5, 0.5, 0.0)),
+                              model=ModelConfig(backbone="baseline", weights="none"),
+                              train=TrainConfig(stages=[StageConfig(epochs=1, trainable="all")], tensorboard=False))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, run_dir=str(tmp_path / "run"), quiet=True, callbacks=[CtrlC()])
+    assert f"continue with `cxr train --resume {tmp_path / 'run'}`" in capsys.readouterr().err

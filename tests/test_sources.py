@@ -226,3 +226,13 @@ def test_nih_csv_without_patient_id_takes_it_from_the_file_name(tmp_path):
         csv.writer(f).writerows([[c for i, c in enumerate(r) if i != 3] for r in rows])  # no Patient ID column
     table = load_dataset(str(tmp_path), csv_path=str(csv_path))
     assert table.patients == ["1", "1", "2"]
+
+
+def test_a_csv_path_with_a_folder_never_falls_back_to_another_file_of_that_name(tmp_path):
+    rows = ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", "sub/x.png,PNEUMONIA,p5", "c.png,PNEUMONIA,p4"]
+    csv_path = _generic_csv(tmp_path, rows)  # writes the images it names: sub/x.png is a PNEUMONIA image
+    text = open(csv_path).read().replace("sub/x.png,PNEUMONIA,p5", "other/x.png,NORMAL,p3")
+    open(csv_path, "w").write(text)  # a row naming a file that is not there, with the same file name
+    table = load_dataset(str(tmp_path), csv_path=csv_path)
+    assert [os.path.basename(p) for p in table.paths] == ["a.png", "b.png", "c.png"]
+    assert [d.path for d in table.dropped] == ["other/x.png (CSV line 4)"]

@@ -253,7 +253,8 @@ def _read_csv(
     allow_outside_paths: bool,
     patterns: list[str],
 ) -> _Records:
-    """NIH or generic label CSV; images resolved relative to `images_dir`, else by name anywhere beneath it.
+    """NIH or generic label CSV; images resolved relative to `images_dir`, and a bare file name that is not
+    there is looked for anywhere beneath it (a row naming a folder never falls back to another file).
 
     Without a patient column, patients come from file names (NIH's `00000001_000.png` is patient 1).
     Only NIH's "No Finding" means "no label": in a generic CSV every label is the user's own class name (NORMAL
@@ -292,9 +293,9 @@ def _read_csv(
         if not allow_outside_paths:
             _check_inside(name, images_dir, csv_path, line)
         path = name if os.path.isabs(name) else os.path.join(images_dir, name)
-        if not os.path.isfile(path):
-            index = index if index is not None else _index_images(images_dir)
-            path = index.get(os.path.basename(name), "")
+        if not os.path.isfile(path):  # a bare file name (NIH's Image Index) is looked for anywhere beneath;
+            index = index if index is not None else _index_images(images_dir)  # a path names one file only
+            path = index.get(name, "") if os.path.basename(name) == name else ""
         if not path:
             missing.append(f"{name} (CSV line {line})")
             continue

@@ -40,8 +40,11 @@ def load_metadata(model_path: str) -> dict | None:
     path = metadata_path(model_path)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}, the metadata of {model_path}, is not valid JSON ({exc})") from None
 
 
 def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | None]:
@@ -50,4 +53,10 @@ def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | Non
         raise FileNotFoundError(f"model file {path} does not exist")
     import cxr_keras.models.losses  # noqa: F401  (registers WeightedBinaryCrossentropy for deserialisation)
 
-    return keras.models.load_model(path, compile=compile), load_metadata(path)
+    try:
+        model = keras.models.load_model(path, compile=compile)
+    except Exception as exc:  # Keras says "File not found" for a file that exists but is no .keras archive
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a readable Keras model ({first}); give a .keras file saved by Keras 3"
+                         ) from None
+    return model, load_metadata(path)
