@@ -14,6 +14,7 @@ Keras does the work: `fit` with its callbacks (CSVLogger, TensorBoard, EarlyStop
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -56,30 +57,32 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
     equal the run's own). `run_dir` names a new run's folder (default `runs_dir/name-timestamp`); an existing,
     non-empty folder is never overwritten. `callbacks` are added to every stage's `fit`.
     """
-    if resume:
-        config, run_dir = _config_for_resume(resume, config), resume
-        table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
-        _repair_after_kill(run_dir, _read_state(run_dir)["epoch"])
-    else:  # everything that can be checked is checked before the run folder is made
-        config.check()
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model))
-        entry = check_request(config.model.backbone, config.data.image_size)
-        config.model.weights = resolve_weights(entry, config.model.weights,
-                                               (config.data.image_size, config.data.image_size, 3))
-        data = config.data
-        table = split_table(_read_data(config), tuple(data.split_ratios), seed=data.split_seed,
-                            keep_existing=not data.resplit, fold=data.split_fold)
-        _weighting(config, table)
-        run_dir = _new_run_dir(config, run_dir, table)
-    seed_everything(config.train.seed, config.train.deterministic)
-    try:
-        with precision(config.train.mixed_precision):
-            return _run(config, table, run_dir, resuming=bool(resume), quiet=quiet,
-                        extra_callbacks=callbacks or [])
-    except KeyboardInterrupt:
-        print(f"\nInterrupted. Every completed epoch is saved: continue with `cxr train --resume {run_dir}`",
-              file=sys.stderr)
-        raise
+    with contextlib.ExitStack() as hold:  # the run folder's lock, held until the run ends
+        if resume:
+            config, run_dir = _config_for_resume(resume, config), resume
+            table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
+            hold.enter_context(_only_process(run_dir))
+            _repair_after_kill(run_dir, _read_state(run_dir)["epoch"])
+        else:  # everything that can be checked is checked before the run folder is made
+            config.check()
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model))
+            entry = check_request(config.model.backbone, config.data.image_size)
+            config.model.weights = resolve_weights(entry, config.model.weights,
+                                                   (config.data.image_size, config.data.image_size, 3))
+            data = config.data
+            table = split_table(_read_data(config), tuple(data.split_ratios), seed=data.split_seed,
+                                keep_existing=not data.resplit, fold=data.split_fold)
+            _weighting(config, table)
+            run_dir = _new_run_dir(config, run_dir, table, hold)
+        seed_everything(config.train.seed, config.train.deterministic)
+        try:
+            with precision(config.train.mixed_precision):
+                return _run(config, table, run_dir, resuming=bool(resume), quiet=quiet,
+                            extra_callbacks=callbacks or [])
+        except KeyboardInterrupt:
+            print(f"\nInterrupted. Every completed epoch is saved: continue with `cxr train --resume {run_dir}`",
+                  file=sys.stderr)
+            raise
 
 
 def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bool, quiet: bool,
@@ -144,21 +147,42 @@ def _say(quiet: bool, message: str) -> None:
 STUB = {"config.json", "splits.csv", "dropped.csv", "tensorboard"}  # what a start leaves before its first epoch
 
 
-def _new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTable) -> str:
-    """A new run folder with config.json, splits.csv (and dropped.csv); the folder of a start that failed before
-    its first epoch ended (nothing but STUB in it) is reused."""
+def _new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTable,
+                 hold: contextlib.ExitStack) -> str:
+    """A new run folder with config.json, splits.csv (and dropped.csv), held by this process (see
+    `_only_process`); the folder of a start that failed before its first epoch ended (nothing but STUB in it) is
+    reused."""
     run_dir = run_dir or os.path.join(config.runs_dir, f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.isdir(run_dir) and {n for n in os.listdir(run_dir) if not n.startswith(".")} - STUB:
-        raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
-                       "choose another name, or --resume it")
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError(f"run directory {run_dir} is a file; choose another --run-dir")
     os.makedirs(run_dir, exist_ok=True)
+    hold.enter_context(_only_process(run_dir))
+    if {n for n in os.listdir(run_dir) if not n.startswith(".")} - STUB:
+        raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
+                       "choose another name, or --resume it")
     config.save(os.path.join(run_dir, "config.json"), versions=versions())
     save_splits(table, os.path.join(run_dir, "splits.csv"))
     if table.dropped:
         write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))
     return run_dir
+
+
+@contextlib.contextmanager
+def _only_process(run_dir: str):
+    """Hold the run folder for this process (an exclusive lock on RUN/.lock, released when the process ends, even
+    killed): a second `--resume` of a folder that is training is refused instead of interleaving epochs."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    with open(os.path.join(run_dir, ".lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run_dir} is being trained by another process right now; wait for it to end or stop "
+                           "it, then --resume") from None
+        yield
 
 
 def _repair_after_kill(run_dir: str, epochs_done: int) -> None:

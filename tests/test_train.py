@@ -232,7 +232,7 @@ def test_a_kill_between_the_history_row_and_the_checkpoint_does_not_duplicate_th
     open(os.path.join(run_dir, ".tmp-abc123.keras"), "wb").close()  # an interrupted save's temporary file
     run_experiment(None, resume=run_dir, quiet=True)
     assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2, 3]
-    assert not [f for f in os.listdir(run_dir) if f.startswith(".")]
+    assert not [f for f in os.listdir(run_dir) if f.startswith(".") and f != ".lock"]
 
 
 def test_a_failed_start_leaves_no_folder_and_a_stub_folder_is_reused(blobs, tmp_path, capsys):
@@ -250,3 +250,26 @@ def test_a_failed_start_leaves_no_folder_and_a_stub_folder_is_reused(blobs, tmp_
     (mine / "notes.txt").write_text("keep")
     with pytest.raises(RunError, match="exists and is not empty"):
         run_experiment(cfg, run_dir=str(mine), quiet=True)
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(blobs, tmp_path):
+    import subprocess
+    import sys
+
+    cfg = config(blobs, tmp_path, stages=[StageConfig(epochs=2, trainable="all")])
+    run_dir = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"os.makedirs({run_dir!r}, exist_ok=True)\n"
+        f"f = open(os.path.join({run_dir!r}, '.lock'), 'a')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match="is being trained by another process right now"):
+            run_experiment(cfg, run_dir=run_dir, quiet=True)
+        assert not os.path.exists(os.path.join(run_dir, "config.json"))  # nothing written into it
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert run_experiment(cfg, run_dir=run_dir, quiet=True) == run_dir  # free again once the holder is gone
