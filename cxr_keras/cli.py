@@ -16,8 +16,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True)
     from cxr_keras.data.sources import LAYOUTS
 
     group = parser.add_argument_group("data")
-    group.add_argument("data_dir" if positional else "--data-dir",
-                       help="dataset root folder (or the images folder of a CSV dataset)")
+    where = "dataset root folder (or the images folder of a CSV dataset)"
+    if positional:  # `cxr data-report DIR`, and --data-dir as every other command spells it
+        group.add_argument("data_dir", nargs="?", help=where)
+        group.add_argument("--data-dir", dest="data_dir_option", metavar="DATA_DIR", help="the same, as an option")
+    else:
+        group.add_argument("--data-dir", help=where)
     group.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
                        help="dataset layout (default: recognise it and say which)")
     group.add_argument("--csv", help="label CSV: NIH Data_Entry_2017*.csv or a generic path/labels CSV")
@@ -55,6 +59,9 @@ def cmd_data_report(args: argparse.Namespace) -> int:
     from cxr_keras.data.splits import save_splits, split_table
 
     check_out(args.out, args.overwrite)
+    args.data_dir = args.data_dir or args.data_dir_option
+    if not args.data_dir:
+        raise ValueError("say which dataset to report on: cxr data-report DIR (or --data-dir DIR)")
     table = load_from_args(args)
     if args.split:
         table = split_table(table, tuple(args.split_ratios), seed=args.seed, keep_existing=not args.resplit)

@@ -150,3 +150,12 @@ def test_ctrl_c_says_how_to_resume(setup, tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, run_dir=str(tmp_path / "run"), quiet=True, callbacks=[CtrlC()])
     assert f"continue with `cxr train --resume {tmp_path / 'run'}`" in capsys.readouterr().err
+
+
+def test_data_report_takes_the_folder_either_way(setup, tmp_path, capsys):
+    _, data, _ = setup
+    assert main(["data-report", "--data-dir", data, "--out", str(tmp_path / "a")]) == 0
+    assert main(["data-report", data, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "report.txt").read_text() == (tmp_path / "b" / "report.txt").read_text()
+    assert main(["data-report", "--out", str(tmp_path / "c")]) == 2
+    assert "cxr data-report DIR (or --data-dir DIR)" in capsys.readouterr().err
