@@ -98,7 +98,7 @@ def test_main_experiment_runs_on_given_data(blobs, tmp_path, capsys, monkeypatch
     monkeypatch.chdir(tmp_path)  # the export lands in ./saved_models
 
     run_dir = finetune(["--data-dir", blobs, "--image-size", "32", "--batch-size", "8", "--epochs", "1", "1",
-                        "--weights", "none", "--run-dir", str(tmp_path / "main"), "--quiet"])
+                        "--weights", "none", "--backbone", "baseline", "--run-dir", str(tmp_path / "main"), "--quiet"])
     printed = capsys.readouterr().out
     assert "Everything of this run is in" in printed and "test: " in printed
     assert json.load(open(os.path.join(run_dir, "state.json")))["complete"]
