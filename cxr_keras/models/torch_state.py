@@ -83,7 +83,8 @@ class _StateDictUnpickler(pickle.Unpickler):
 
 
 def _plain_load(stream: IO[bytes]):
-    """A pickle that may hold no global at all (the legacy header and the storage key list)."""
+    """One of the legacy format's small pickles (header, storage key list), through the same restricted
+    unpickler as the state dict."""
     return _StateDictUnpickler(stream).load()
 
 
