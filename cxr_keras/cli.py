@@ -91,11 +91,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.run:
         out = args.out or os.path.join(args.run, "evaluation")
         check_out(out, args.overwrite)
-        results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed)
+        results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed, args.calibrate)
         for split, metrics in results.items():
             print(f"{split}: {summary_line(metrics)}")
-        if results["val"]["task"] == "binary":
-            print(f"Threshold {results['val']['threshold']:.4f} ({results['val']['threshold_rule']})")
+        threshold = results["val"]["threshold"]
+        if results["val"]["task"] != "multiclass":
+            shown = f"{threshold:.4f}" if isinstance(threshold, float) else "per finding " + " ".join(
+                f"{t:.3f}" for t in threshold)
+            print(f"Threshold {shown} ({results['val']['threshold_rule']})")
         print(f"Wrote {out}/")
         return 0
     if not (args.model and args.data_dir):
@@ -227,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
     report.set_defaults(func=cmd_data_report)
 
+    from cxr_keras.evaluate.calibration import METHODS
     from cxr_keras.evaluate.evaluate import PREPROCESS
+    from cxr_keras.evaluate.thresholds import DEFAULT_RULE
     from cxr_keras.train_cli import add_train_arguments
 
     evaluate = commands.add_parser(
@@ -235,8 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a run (--run: threshold chosen on its validation split, applied to its test split) "
         "or any Keras classifier on a dataset (--model and --data-dir).")
     evaluate.add_argument("--run", help="a run folder: evaluates its best.keras on its own val and test splits")
-    evaluate.add_argument("--rule", default="youden",
-                          help="threshold rule on validation: youden, f1, sensitivity:T or specificity:T")
+    evaluate.add_argument("--rule", default=DEFAULT_RULE,
+                          help=f"threshold rule on validation (default {DEFAULT_RULE}): plateau[:TOL] (middle of "
+                          "Youden's optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], "
+                          "fixed:T; multi-label models get one threshold per finding")
+    evaluate.add_argument("--calibrate", choices=METHODS,
+                          help="with --run: fit probability calibration on validation and store it inside "
+                          "best.keras (platt: sigmoid(a*logit(p)+b); temperature: slope only)")
     evaluate.add_argument("--model", help="a .keras model (ours, or foreign with the options below)")
     add_data_arguments(evaluate, positional=False)
     add_out_argument(evaluate, "output folder (default: RUN/evaluation with --run, else ./evaluation)")

@@ -181,9 +181,12 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
                   "layout": "NHWC, single-channel grayscale", "resize": meta.get("input", {}).get("resize", "stretch"),
                   "preprocessing": "inside the model (gray to RGB, the backbone's normalisation)"},
         "output": {"activation": "softmax" if meta.get("task") == "multiclass" else "sigmoid",
-                   "meaning": "probability per output (binary: of the positive class)"},
+                   "meaning": "probability per output (binary: of the positive class)"
+                              + (f", {meta['calibration']['method']}-calibrated inside the model on "
+                                 f"{meta['calibration']['fitted_on']}" if meta.get("calibration") else "")},
         "threshold": meta.get("threshold", 0.5), "threshold_rule": meta.get("threshold_rule", "default 0.5"),
         "validation_operating_point": meta.get("validation_operating_point"),
+        "calibration": meta.get("calibration"),
         "backbone": meta.get("backbone"), "weights": meta.get("weights"),
         "int8": {"calibration_images": calibration, "io": int8_io} if calibration else None,
         "artifacts": {fmt: {"file": name, "sha256": sha256(os.path.join(out, name)),
@@ -306,7 +309,7 @@ def _row(card, probabilities, reference, y_true, size, timing, evaluate_scores) 
 def format_parity(report: dict, card: dict) -> str:
     lines = [f"# Export of a {card['task']} {card.get('backbone')} model", "",
              f"Classes {card['classes']}; input {card['input']['shape']} float32 0..255; threshold "
-             f"{card['threshold']:.4f} ({card['threshold_rule']}). {INTENDED_USE}", "",
+             f"{_shown(card['threshold'])} ({card['threshold_rule']}). {INTENDED_USE}", "",
              f"Parity on {report['n_images']} images (latency: single image, {report['threads']} threads). "
              "'Own threshold': the artifact's threshold that keeps the Keras model's sensitivity, and the "
              "specificity there.", "",
@@ -320,3 +323,8 @@ def format_parity(report: dict, card: dict) -> str:
                      f"{r['bytes'] / 1e6:.2f} | {r['mean_ms']:.2f} | {r['p95_ms']:.2f} | "
                      + (f"{own['threshold']:.4f} | {own['specificity']:.4f} |" if own else "| |"))
     return "\n".join(lines) + "\n"
+
+
+def _shown(threshold: float | list[float]) -> str:
+    return f"{threshold:.4f}" if not isinstance(threshold, list) else "per finding " + ", ".join(
+        f"{t:.3f}" for t in threshold)

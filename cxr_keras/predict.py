@@ -133,14 +133,17 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
     return {"images": len(paths), "predicted": len(paths) - failed, "failed": failed, "resized": resized}
 
 
-def artifact_threshold(card: dict, model_path: str) -> float:
-    """The artifact's own threshold when export recalibrated one for it, else the model's."""
+def artifact_threshold(card: dict, model_path: str) -> float | np.ndarray:
+    """The artifact's own threshold when export recalibrated one for it, else the model's (multi-label: one per
+    finding)."""
     name = os.path.basename(model_path.rstrip(os.sep))
     own = [a["threshold"] for a in card.get("artifacts", {}).values() if a.get("file") == name and "threshold" in a]
-    return float(own[0] if own else card.get("threshold", 0.5))
+    value = own[0] if own else card.get("threshold", 0.5)
+    return np.asarray(value, dtype=float) if isinstance(value, list) else float(value)
 
 
-def _decision(output: np.ndarray, classes: list[str], task: str, threshold: float, meta: dict) -> dict:
+def _decision(output: np.ndarray, classes: list[str], task: str, threshold: float | np.ndarray, meta: dict
+              ) -> dict:
     if task == "binary":
         positive = meta.get("positive_class") or classes[-1]
         negative = [c for c in classes if c != positive][0]
@@ -149,7 +152,8 @@ def _decision(output: np.ndarray, classes: list[str], task: str, threshold: floa
     probabilities = {f"p_{c}": float(v) for c, v in zip(classes, output)}
     if task == "multiclass":
         return {**probabilities, "decision": classes[int(np.argmax(output))]}
-    return {**probabilities, "decision": "|".join(c for c, v in zip(classes, output) if v >= threshold)}
+    cuts = np.broadcast_to(threshold, (len(classes),))
+    return {**probabilities, "decision": "|".join(c for c, v, t in zip(classes, output, cuts) if v >= t)}
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,10 @@ from cxr_keras.cli import main
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.data.sources import load_dataset
 from cxr_keras.data.splits import apply_saved_splits
-from cxr_keras.evaluate.evaluate import describe_model, evaluate_run, predict_scores, truth
+from cxr_keras.evaluate.calibration import apply_calibration
+from cxr_keras.evaluate.evaluate import describe_model, evaluate_run, predict_scores, run_table, truth
+from cxr_keras.evaluate.thresholds import choose
+from cxr_keras.models.calibration import Calibration, strip_calibration
 from cxr_keras.models.saving import load_model
 from cxr_keras.train import run_experiment
 
@@ -98,6 +101,29 @@ def test_class_mismatch_is_refused(blobs, tmp_path, capsys):
     assert "the data has classes ['NORMAL', 'PNEUMONIA'] that the model does not know" in capsys.readouterr().err
 
 
+def test_calibrating_a_run_stores_platt_scaling_in_best_keras(run_dir, tmp_path, capsys):
+    before, _ = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    before = strip_calibration(before)
+    out = str(tmp_path / "calibrated")
+    assert main(["evaluate", "--run", run_dir, "--calibrate", "platt", "--rule", "fixed:0.5", "--out", out,
+                 "--resamples", "50"]) == 0
+    assert "Threshold 0.5000 (fixed:0.5 on validation (16 images), platt-calibrated)" in capsys.readouterr().out
+    model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    assert isinstance(model.layers[-1], Calibration) and metadata["calibration"]["method"] == "platt"
+    val = run_table(run_dir).split("val")
+    spec = describe_model(model, metadata)
+    assert spec.output == "probabilities"
+    raw = predict_scores(before, val.paths, spec)
+    calibrated = predict_scores(model, val.paths, spec)
+    np.testing.assert_allclose(calibrated, apply_calibration(raw, metadata["calibration"]), atol=1e-5)
+    written = json.load(open(os.path.join(out, "val", "metrics.json")))
+    assert written["roc_auc"] == pytest.approx(roc_auc_score(truth(val, spec), raw), abs=1e-9)  # a monotone map
+    evaluate_run(run_dir, "youden", str(tmp_path / "again"), resamples=20, calibrate="temperature")
+    model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    assert sum(isinstance(layer, Calibration) for layer in model.layers) == 1
+    assert metadata["calibration"]["method"] == "temperature" and metadata["calibration"]["intercept"] == [0.0]
+
+
 def test_evaluate_run_returns_val_and_test(run_dir, tmp_path):
     results = evaluate_run(run_dir, "youden", str(tmp_path / "again"), resamples=50)
     assert set(results) == {"val", "test"} and results["val"]["threshold_rule"].startswith("youden")
@@ -113,8 +139,19 @@ def test_run_evaluation_of_multiclass_and_multilabel_synthetic_runs(task, tmp_pa
         data=DataConfig(data_dir=data, image_size=32, batch_size=16, split_ratios=(0.6, 0.2, 0.2), augment="none"),
         model=ModelConfig(backbone="baseline", weights="none"),
         train=TrainConfig(stages=[StageConfig(epochs=1, trainable="all")], tensorboard=False))
-    results = evaluate_run(run_experiment(config, quiet=True), resamples=50)
+    run = run_experiment(config, quiet=True)
+    results = evaluate_run(run, rule="youden", resamples=50)
     test = results["test"]
     assert test["task"] == task and len(test["per_class"]) == len(test["classes"])
+    if task == "multilabel":  # one operating point per finding, chosen on validation, carried in best.json
+        best = json.load(open(os.path.join(run, "best.json")))
+        model, metadata = load_model(os.path.join(run, "best.keras"), compile=False)
+        spec = describe_model(model, metadata)
+        val = run_table(run).split("val")
+        y, s = truth(val, spec), predict_scores(model, val.paths, spec)
+        expected = [choose(y[:, k], s[:, k], "youden").threshold if 0 < y[:, k].mean() < 1 else 0.5
+                    for k in range(len(spec.classes))]
+        assert best["threshold"] == pytest.approx(expected) == test["threshold"]
+        assert len(set(best["threshold"])) > 1 and len(best["validation_operating_point"]) == len(spec.classes)
     assert len(test["confusion_matrix"]) == len(test["classes"])
     assert test["roc_auc"] is None or 0 <= test["roc_auc"] <= 1

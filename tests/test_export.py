@@ -296,3 +296,28 @@ def test_the_parity_report_measures_the_artifact_itself(exported):
         assert report[fmt]["max_abs_dp"] == pytest.approx(np.max(np.abs(p - keras_p)), abs=1e-6)
         assert report[fmt]["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
     assert report["tflite-int8"]["max_abs_dp"] > 1e-4  # int8 cannot equal the float model exactly
+
+
+def test_a_calibrated_model_exports_with_its_calibration_inside(exported, tmp_path):
+    """Platt scaling lives in the model, so the TFLite file gives calibrated probabilities and the card says so."""
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.sources import load_dataset
+    from cxr_keras.edge import TFLiteModel
+    from cxr_keras.evaluate.calibration import apply_calibration
+    from cxr_keras.models.calibration import with_calibration
+    from cxr_keras.models.saving import load_model, save_model
+
+    data, run_dir, _ = exported
+    model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    params = {"method": "platt", "slope": [0.4], "intercept": [0.8], "exclusive": False, "fitted_on": "a test"}
+    path = str(tmp_path / "calibrated.keras")
+    save_model(with_calibration(model, params["slope"], params["intercept"]), path, {**metadata, "calibration": params})
+    out = str(tmp_path / "saved")
+    assert main(["export", "--model", path, "--out", out, "--formats", "tflite-fp32"]) == 0
+    card = json.load(open(os.path.join(out, "model_card.json")))
+    assert card["calibration"]["slope"] == [0.4] and "platt-calibrated" in card["output"]["meaning"]
+    images = decode_all(load_dataset(data).paths[:16], (32, 32)).astype(np.float32)
+    raw = np.asarray(model(images))[:, 0].astype(np.float64)
+    p = TFLiteModel(os.path.join(out, "model_fp32.tflite")).predict(images)[:, 0]
+    np.testing.assert_allclose(p, apply_calibration(raw, params), atol=1e-5)
+    assert np.max(np.abs(p - raw)) > 0.01  # the calibration changes the probabilities

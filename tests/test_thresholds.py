@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cxr_keras.evaluate.thresholds import apply_threshold, operating_point, sweep
+from cxr_keras.evaluate.thresholds import apply_threshold, choose, operating_point, parse_rule, sweep
 
 
 def data(n=400, seed=0):
@@ -67,3 +67,45 @@ def test_bad_requests():
         operating_point(y, s, "accuracy")
     with pytest.raises(ValueError, match="both positive and negative"):
         sweep(np.ones(5), np.linspace(0, 1, 5))
+
+
+def test_plateau_middle_on_separable_scores_is_the_middle_of_the_gap_in_logit_space():
+    negatives, positives = np.linspace(0.01, 0.05, 50), np.linspace(0.9, 0.99, 50)
+    y, s = np.r_[np.zeros(50), np.ones(50)], np.r_[negatives, positives]
+    assert operating_point(y, s, "youden").threshold == pytest.approx(0.9)  # Youden sits on the plateau's edge
+    point = choose(y, s, "plateau:0")
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    by_hand = 1 / (1 + np.exp(-(logit(0.05) + logit(0.9)) / 2))  # (0.05, 0.9] all separate perfectly
+    assert point.threshold == pytest.approx(by_hand, abs=1e-12)
+    assert point.sensitivity == 1 and point.specificity == 1
+
+
+def test_plateau_takes_near_best_thresholds_within_the_tolerance_and_the_widest_best_interval():
+    # negatives 0.1..0.45 and one at 0.5; positives 0.48 and 0.9..0.99: J = 1 - 1/20 on (0.45, 0.48] and (0.5, 0.9]
+    negatives = np.r_[np.linspace(0.1, 0.45, 19), 0.5]
+    positives = np.r_[0.48, np.linspace(0.9, 0.99, 19)]
+    y, s = np.r_[np.zeros(20), np.ones(20)], np.r_[negatives, positives]
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    widest = 1 / (1 + np.exp(-(logit(0.5) + logit(0.9)) / 2))
+    assert choose(y, s, "plateau:0").threshold == pytest.approx(widest, abs=1e-12)
+    # within 0.06 of the best (J >= 0.89), thresholds 0.905 (J 0.9) down to 0.45 (J 0.9) join
+    below, top = negatives[-3], positives[2]  # the score under 0.45 (J 0.85 there); 0.905
+    assert choose(y, s, "plateau:0.06").threshold == pytest.approx(
+        1 / (1 + np.exp(-(logit(below) + logit(top)) / 2)), abs=1e-12)
+
+
+def test_plateau_on_logits_is_the_arithmetic_middle():
+    y, s = np.r_[np.zeros(10), np.ones(10)], np.r_[np.linspace(-9, -3, 10), np.linspace(5, 8, 10)]
+    assert choose(y, s, "plateau:0").threshold == pytest.approx(1.0)
+
+
+def test_margin_fixed_and_parse_errors():
+    y, s = data()
+    assert choose(y, s, "sensitivity:0.9+0.05").threshold == operating_point(y, s, "sensitivity", 0.95).threshold
+    assert choose(y, s, "sensitivity:0.9+0.05").rule == "sensitivity:0.9+0.05"
+    fixed = choose(y, s, "fixed:0.5")
+    assert fixed.threshold == 0.5 and fixed.sensitivity == apply_threshold(y, s, 0.5)["sensitivity"]
+    for bad, message in [("plateau:x", "not a number"), ("fixed", "needs a threshold"), ("youden:1", "no argument"),
+                         ("sensitivity:1.5", "target in"), ("median", "must be one of")]:
+        with pytest.raises(ValueError, match=message):
+            parse_rule(bad)

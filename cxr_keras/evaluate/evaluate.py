@@ -19,7 +19,7 @@ from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate import plots
 from cxr_keras.evaluate.metrics import evaluate_scores, predictions
-from cxr_keras.evaluate.thresholds import operating_point, sweep
+from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose, sweep
 from cxr_keras.io_utils import atomic_writer
 
 PREPROCESS = ("none", "unit", "tf", "torch", "caffe")
@@ -35,7 +35,7 @@ class ModelSpec:
     channels: int = 1
     preprocess: str = "none"
     output: str = "probabilities"
-    threshold: float = 0.5
+    threshold: float | list[float] = 0.5
     threshold_rule: str = "default 0.5"
     positive_index: int = 1
     two_column_binary: bool = False
@@ -49,7 +49,7 @@ def describe_model(model: keras.Model, metadata: dict | None, *, class_names: li
     activation = _final_activation(model)
     if metadata:
         spec = ModelSpec(task=metadata["task"], classes=list(metadata["classes"]), image_size=(height, width),
-                         channels=channels, threshold=float(metadata.get("threshold", 0.5)),
+                         channels=channels, threshold=_threshold(metadata.get("threshold", 0.5)),
                          threshold_rule=metadata.get("threshold_rule", "default 0.5"))
         if spec.task == "binary" and metadata.get("positive_class"):
             spec.positive_index = spec.classes.index(metadata["positive_class"])
@@ -69,6 +69,10 @@ def describe_model(model: keras.Model, metadata: dict | None, *, class_names: li
         raise ValueError(f"the model has {units} output(s) for {spec.task} data, but {len(spec.classes)} class "
                          f"names were given ({spec.classes}); pass --class-names with {expected} names")
     return spec
+
+
+def _threshold(value) -> float | list[float]:
+    return [float(v) for v in value] if isinstance(value, list) else float(value)
 
 
 def _final_activation(model: keras.Model) -> str | None:
@@ -120,9 +124,24 @@ def truth(table: ImageTable, spec: ModelSpec) -> np.ndarray:
 
 
 def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str) -> dict:
-    """An operating point on (validation) data from a rule such as 'youden', 'f1' or 'sensitivity:0.95'."""
-    name, _, target = rule.partition(":")
-    return operating_point(y, scores, name, float(target) if target else None).to_dict()
+    """An operating point on (validation) data from a rule such as 'plateau', 'youden' or 'sensitivity:0.95'."""
+    return choose(y, scores, rule).to_dict()
+
+
+def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: str) -> tuple[float | list, list]:
+    """The model's threshold(s) by `rule` on validation: one for a binary model, one per finding for a multi-label
+    one (a finding without both kinds of example keeps 0.5, and says so); returns (thresholds, points)."""
+    if spec.task == "binary":
+        point = choose_threshold(y, scores, rule)
+        return point["threshold"], [point]
+    points = []
+    for k, name in enumerate(spec.classes):
+        if y[:, k].min() == y[:, k].max():
+            points.append({"class": name, "threshold": 0.5, "rule": "default 0.5: validation lacks positives or "
+                                                                     "negatives of this finding"})
+        else:
+            points.append({"class": name, **choose_threshold(y[:, k], scores[:, k], rule)})
+    return [p["threshold"] for p in points], points
 
 
 def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
@@ -204,7 +223,8 @@ def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndar
         pred = predictions("binary" if spec.task == "binary" else "multilabel", s2, threshold)
         rows, cols = np.nonzero(pred != y2)
         wrong = rows
-        confidence = np.abs(s2[rows, cols] - threshold)
+        cut = np.broadcast_to(np.asarray(threshold, dtype=float).reshape(-1), (s2.shape[1],))
+        confidence = np.abs(s2[rows, cols] - cut[cols])
         names = [spec.classes[spec.positive_index]] if spec.task == "binary" else spec.classes
         col_of = dict(zip(rows.tolist(), cols.tolist()))
         describe = lambda i: (f"{names[col_of[i]]}={int(y2[i, col_of[i]])}",  # noqa: E731
@@ -227,10 +247,12 @@ def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndar
     return entries
 
 
-def evaluate_run(run_dir: str, rule: str = "youden", out: str | None = None, resamples: int = 1000,
-                 seed: int = 0) -> dict[str, dict]:
-    """Evaluate a run's best.keras on its own splits: choose the threshold on validation by `rule`, apply it
-    unchanged to the test split, and write it into best.json so it travels with the model.
+def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None, resamples: int = 1000,
+                 seed: int = 0, calibrate: str | None = None) -> dict[str, dict]:
+    """Evaluate a run's best.keras on its own splits: choose the threshold on validation by `rule` (multi-label:
+    one per finding), apply it unchanged to the test split, and write it into best.json so it travels with the
+    model. With `calibrate` ('platt' or 'temperature'), first fit probability calibration on validation and save
+    it inside best.keras (replacing an earlier one), so every later command and export uses calibrated scores.
 
     Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures); OUT defaults to RUN_DIR/evaluation.
     """
@@ -243,24 +265,49 @@ def evaluate_run(run_dir: str, rule: str = "youden", out: str | None = None, res
     model, metadata = load_model(model_path, compile=False)
     spec = describe_model(model, metadata)
     out = out or os.path.join(run_dir, "evaluation")
-    results: dict[str, dict] = {}
     val = table.split("val")
-    y_val, s_val = truth(val, spec), predict_scores(model, val.paths, spec, d.batch_size)
+    y_val = truth(val, spec)
+    if calibrate:
+        model, s_val = calibrate_model(model_path, model, metadata, spec, y_val, val.paths, calibrate, d.batch_size)
+    else:
+        s_val = predict_scores(model, val.paths, spec, d.batch_size)
     threshold, how = spec.threshold, spec.threshold_rule
-    if spec.task == "binary":
-        point = choose_threshold(y_val, s_val, rule)
-        threshold, how = point["threshold"], f"{point['rule']} on validation ({len(val)} images)"
-        metadata.update(threshold=threshold, threshold_rule=how, validation_operating_point=point)
+    if spec.task != "multiclass":
+        threshold, points = choose_thresholds(spec, y_val, s_val, rule)
+        named = points[0]["rule"] if spec.task == "binary" else rule
+        how = f"{named} on validation ({len(val)} images)" + (f", {calibrate}-calibrated" if calibrate else "")
+        metadata.update(threshold=threshold, threshold_rule=how,
+                        validation_operating_point=points[0] if spec.task == "binary" else points)
         with atomic_writer(metadata_path(model_path)) as f:
             json.dump(metadata, f, indent=2)
-    results["val"] = write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
-                                      resamples, seed)
+    results = {"val": write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
+                                       resamples, seed)}
     test = table.split("test")
     if len(test):
         results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
                                            predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
                                            resamples, seed)
     return results
+
+
+def calibrate_model(model_path: str, model: keras.Model, metadata: dict, spec: ModelSpec, y_val: np.ndarray,
+                    paths: list[str], method: str, batch_size: int) -> tuple[keras.Model, np.ndarray]:
+    """Fit calibration on the uncalibrated model's validation scores, save the calibrated model over
+    `model_path` (atomically, metadata with it) and return it with its validation scores."""
+    from cxr_keras.evaluate.calibration import apply_calibration, fit_calibration
+    from cxr_keras.models.calibration import strip_calibration, with_calibration
+    from cxr_keras.models.saving import save_model
+
+    base = strip_calibration(model)
+    raw = predict_scores(base, paths, spec, batch_size)
+    exclusive = spec.task == "multiclass"
+    params = fit_calibration(y_val, raw, method, exclusive=exclusive)
+    if spec.task == "binary" and base.output_shape[-1] != 1:
+        raise ValueError("calibration of a binary model with two outputs is not supported; its run has one")
+    calibrated = with_calibration(base, params["slope"], params["intercept"], exclusive)
+    metadata["calibration"] = {**params, "fitted_on": f"validation ({len(paths)} images)"}
+    save_model(calibrated, model_path, metadata)
+    return calibrated, apply_calibration(raw, params)
 
 
 def run_table(run_dir: str) -> ImageTable:

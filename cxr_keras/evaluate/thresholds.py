@@ -2,6 +2,17 @@
 
 A threshold is chosen on validation data by a stated rule and then applied unchanged to test data; the rule
 and the value travel with the model (best.json, model card).
+
+Rules, as written on the command line (`RULE[:ARG]`):
+  plateau[:TOL]   the middle (in logit space) of Youden's optimal plateau: the run of thresholds whose
+                  sensitivity + specificity - 1 is within TOL (default 0.01) of its maximum. The default,
+                  because on a near-separable validation set Youden's argmax sits at the plateau's edge and
+                  moves with any shift of the scores (docs/results.md measures it).
+  youden          max sensitivity + specificity - 1 (the plateau's first point reached from above).
+  f1              max F1.
+  sensitivity:T[+M]  the highest threshold whose sensitivity reaches T + M (M: a safety margin).
+  specificity:T[+M]  the lowest threshold whose specificity reaches T + M.
+  fixed:T         T itself (e.g. fixed:0.5 after calibrating the probabilities on validation).
 """
 
 from __future__ import annotations
@@ -11,7 +22,9 @@ import dataclasses
 import numpy as np
 from sklearn.metrics import roc_curve
 
-RULES = ("youden", "f1", "sensitivity", "specificity")
+RULES = ("plateau", "youden", "f1", "sensitivity", "specificity", "fixed")
+DEFAULT_RULE = "plateau"
+PLATEAU_TOLERANCE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,28 +64,100 @@ def sweep(y_true: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
             "f1": f1, "youden_j": tpr - fpr}
 
 
-def operating_point(y_true: np.ndarray, scores: np.ndarray, rule: str = "youden", target: float | None = None
-                    ) -> OperatingPoint:
-    """Choose a threshold on (validation) data.
+def parse_rule(text: str) -> tuple[str, float | None]:
+    """'sensitivity:0.95+0.02' -> ('sensitivity', 0.97); 'plateau' -> ('plateau', None). One clear error else."""
+    name, _, arg = text.partition(":")
+    if name not in RULES:
+        raise ValueError(f"threshold rule must be one of {', '.join(RULES)} (e.g. plateau, sensitivity:0.95+0.02),"
+                         f" got {text!r}")
+    try:
+        value = sum(float(part) for part in arg.split("+")) if arg else None
+    except ValueError:
+        raise ValueError(f"threshold rule {text!r}: {arg!r} is not a number (e.g. sensitivity:0.95+0.02)") from None
+    if name in ("sensitivity", "specificity") and (value is None or not 0 < value <= 1):
+        raise ValueError(f"rule {name} needs a target in (0, 1], e.g. {name}:0.95 (got {text!r})")
+    if name == "fixed" and value is None:
+        raise ValueError("rule fixed needs a threshold, e.g. fixed:0.5")
+    if name in ("youden", "f1") and value is not None:
+        raise ValueError(f"rule {name} takes no argument (got {text!r})")
+    return name, value
+
+
+def choose(y_true: np.ndarray, scores: np.ndarray, rule: str = DEFAULT_RULE) -> OperatingPoint:
+    """An operating point on (validation) data from a rule as written on the command line."""
+    name, value = parse_rule(rule)
+    if name == "plateau":
+        return plateau_middle(y_true, scores, PLATEAU_TOLERANCE if value is None else value, label=rule)
+    if name == "fixed":
+        return _point_at(y_true, scores, value, rule)
+    return operating_point(y_true, scores, name, value, label=rule if "+" in rule else None)
+
+
+def operating_point(y_true: np.ndarray, scores: np.ndarray, rule: str = "youden", target: float | None = None,
+                    label: str | None = None) -> OperatingPoint:
+    """Choose a threshold that is one of the scores.
 
     youden: max sensitivity + specificity - 1. f1: max F1. sensitivity: the highest threshold whose
     sensitivity reaches `target` (so the least specificity is given up; 0.95 is a screening default).
     specificity: the lowest threshold whose specificity reaches `target` (the most sensitivity kept).
     """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if rule not in ("youden", "f1", "sensitivity", "specificity"):
+        raise ValueError(f"rule must be one of youden, f1, sensitivity, specificity, got {rule!r}")
     table = sweep(y_true, scores)
     if rule in ("sensitivity", "specificity"):
         if target is None or not 0 < target <= 1:
             raise ValueError(f"rule {rule} needs a target in (0, 1], e.g. 0.95")
-        reaching = np.flatnonzero(table[rule] >= target)
+        reaching = np.flatnonzero(table[rule] >= target - 1e-12)
         index = reaching[0] if rule == "sensitivity" else reaching[-1]  # thresholds decrease along the sweep
     else:
         index = int(np.argmax(table["youden_j" if rule == "youden" else "f1"]))
-    label = f"{rule}>={target:g}" if target is not None and rule in ("sensitivity", "specificity") else rule
+    label = label or (f"{rule}>={target:g}" if target is not None else rule)
     return OperatingPoint(threshold=float(table["threshold"][index]), rule=label,
                           **{k: float(table[k][index]) for k in ("sensitivity", "specificity", "ppv", "npv", "f1",
                                                                   "youden_j")})
+
+
+def plateau_middle(y_true: np.ndarray, scores: np.ndarray, tolerance: float = PLATEAU_TOLERANCE,
+                   label: str | None = None) -> OperatingPoint:
+    """The middle of Youden's optimal plateau: of the intervals of thresholds whose J is within `tolerance` of
+    the best, the widest that holds a best point, and its middle, taken in logit space for probabilities (an
+    interval from 0.07 to 0.93 gives 0.5; one from 0.001 to 0.5 gives 0.03, not 0.25).
+
+    A sweep threshold t_i makes the same decisions as every threshold in (t_(i+1), t_i], t_(i+1) being the next
+    lower score, so on separable data (negatives <= 0.05 < 0.9 <= positives) the plateau is (0.05, 0.9], not the
+    single point 0.9 that Youden's argmax returns."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"plateau tolerance must be in [0, 1), got {tolerance}")
+    table = sweep(y_true, scores)
+    j = table["youden_j"]
+    s = np.asarray(scores, dtype=float).ravel()
+    probabilities = s.min() >= 0 and s.max() <= 1
+    space = _logit if probabilities else (lambda v: np.asarray(v, dtype=float))
+    thresholds = np.minimum(table["threshold"], s.max())  # the first point (+inf or 1.0) decides nothing positive
+    near = j >= j.max() - tolerance - 1e-12
+    runs = np.split(np.arange(len(j)), np.flatnonzero(np.diff(near.astype(int))) + 1)
+    runs = [r for r in runs if near[r[0]] and np.any(j[r] >= j.max() - 1e-12)]
+
+    def ends(run: np.ndarray) -> tuple[float, float]:
+        upper, below = thresholds[run[0]], run[-1] + 1
+        return float(space(thresholds[below] if below < len(j) else thresholds[run[-1]])), float(space(upper))
+
+    low, high = max((ends(r) for r in runs), key=lambda e: e[1] - e[0])
+    middle = (low + high) / 2
+    threshold = float(1 / (1 + np.exp(-middle))) if probabilities else float(middle)
+    return _point_at(y_true, scores, threshold, label or f"plateau middle (J within {tolerance:g} of best)")
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def _point_at(y_true: np.ndarray, scores: np.ndarray, threshold: float, rule: str) -> OperatingPoint:
+    rates = apply_threshold(y_true, scores, threshold)
+    return OperatingPoint(threshold=float(threshold), rule=rule, youden_j=rates["sensitivity"] +
+                          rates["specificity"] - 1, **{k: rates[k] for k in ("sensitivity", "specificity", "ppv",
+                                                                               "npv", "f1")})
 
 
 def apply_threshold(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
