@@ -91,9 +91,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.run:
         out = args.out or os.path.join(args.run, "evaluation")
         check_out(out, args.overwrite)
-        results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed, args.calibrate)
+        results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed, args.calibrate,
+                               _stress_options(args))
+        stress = results.pop("stress", None)
         for split, metrics in results.items():
             print(f"{split}: {summary_line(metrics)}")
+        if stress:
+            print(f"stress test ({stress['split']}): {_worst_line(stress)}")
         threshold = results["val"]["threshold"]
         if results["val"]["task"] != "multiclass":
             shown = f"{threshold:.4f}" if isinstance(threshold, float) else "per finding " + " ".join(
@@ -110,6 +114,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if metrics.get("dropped"):
         print(f"{metrics['dropped']['count']} unreadable files left out: see {args.out}/dropped.csv")
     print(summary_line(metrics))
+    if metrics.get("stress"):
+        print(f"stress test: {_worst_line(metrics['stress'])}")
     print(f"Wrote {args.out}/metrics.json, report.md and figures")
     return 0
 
@@ -140,7 +146,35 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
         raise ValueError("a binary model takes one threshold")
     y = truth(table, spec)
     scores = predict_scores(model, table.paths, spec, args.batch_size)
-    return write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed)
+    metrics = write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed)
+    options = _stress_options(args)
+    if options is not None:
+        from cxr_keras.evaluate.stress import stress_split
+
+        metrics["stress"] = stress_split(os.path.join(args.out, "stress"), model, spec, table.paths, y, threshold,
+                                         batch_size=args.batch_size, **options)
+    return metrics
+
+
+def _stress_options(args: argparse.Namespace) -> dict | None:
+    if not args.stress:
+        return None
+    if args.stress_count is not None and args.stress_count < 2:
+        raise ValueError(f"--stress-count must be at least 2, got {args.stress_count}")
+    return {"shifts": args.stress_shifts, "strengths": tuple(args.stress_strengths), "count": args.stress_count}
+
+
+def _strength(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a shift strength is in (0, 1], got {text}")
+    return value
+
+
+def _worst_line(stress: dict) -> str:
+    falls = [f"{key.replace('_', ' ')} falls most under {w['shift']} {w['strength']:.2f} ({w['value']:.3f}, "
+             f"-{w['drop']:.3f})" for key, w in stress["worst"].items() if key != "accuracy" and w["drop"] > 5e-4]
+    return (", ".join(falls) or "no metric falls by more than 0.0005") + " (see stress/stress.md)"
 
 
 def cmd_gradcam(args: argparse.Namespace) -> int:
@@ -231,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_data_report)
 
     from cxr_keras.evaluate.calibration import METHODS
+    from cxr_keras.evaluate.shifts import SHIFTS, STRENGTHS
     from cxr_keras.evaluate.evaluate import PREPROCESS
     from cxr_keras.evaluate.thresholds import DEFAULT_RULE
     from cxr_keras.train_cli import add_train_arguments
@@ -247,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--calibrate", choices=METHODS,
                           help="with --run: fit probability calibration on validation and store it inside "
                           "best.keras (platt: sigmoid(a*logit(p)+b); temperature: slope only)")
+    evaluate.add_argument("--stress", action="store_true",
+                          help="also re-score the split (a run's test split, else its validation) under graded "
+                          "acquisition shifts and write stress/ (stress.md, stress.json, stress.png)")
+    evaluate.add_argument("--stress-shifts", nargs="+", choices=list(SHIFTS), metavar="SHIFT",
+                          help=f"shifts to apply (default all: {', '.join(SHIFTS)})")
+    evaluate.add_argument("--stress-strengths", nargs="+", type=_strength, default=list(STRENGTHS),
+                          metavar="S", help="strengths in (0, 1] (default 0.25 0.5 0.75 1)")
+    evaluate.add_argument("--stress-count", type=int,
+                          help="stress only this many evenly spaced images of the split (default all)")
     evaluate.add_argument("--model", help="a .keras model (ours, or foreign with the options below)")
     add_data_arguments(evaluate, positional=False)
     add_out_argument(evaluate, "output folder (default: RUN/evaluation with --run, else ./evaluation)")

@@ -96,8 +96,19 @@ def _feed(images, spec: ModelSpec):
 def predict_scores(model: keras.Model, paths: list[str], spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
     """Probabilities per image: (N,) of the positive class for binary models, (N, K) otherwise."""
     dataset = make_dataset(paths, np.zeros((len(paths), 1)), spec.image_size, batch_size, cache=None)
-    outputs = np.concatenate([np.asarray(model(_feed(x, spec), training=False), dtype=np.float64)
-                              for x, _ in dataset])
+    return to_scores(np.concatenate([np.asarray(model(_feed(x, spec), training=False), dtype=np.float64)
+                                     for x, _ in dataset]), spec)
+
+
+def score_pixels(model: keras.Model, pixels: np.ndarray, spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
+    """`predict_scores` for images already decoded: (N, H, W, 1) 0..255 at the model's input size."""
+    return to_scores(np.concatenate([
+        np.asarray(model(_feed(pixels[i:i + batch_size].astype("float32"), spec), training=False), dtype=np.float64)
+        for i in range(0, len(pixels), batch_size)]), spec)
+
+
+def to_scores(outputs: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The model's raw outputs as probabilities: (N,) of the positive class for binary models, (N, K) else."""
     if spec.output == "logits":
         exclusive = spec.task == "multiclass" or spec.two_column_binary
         outputs = softmax(outputs) if exclusive else 1 / (1 + np.exp(-outputs))
@@ -248,13 +259,16 @@ def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndar
 
 
 def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None, resamples: int = 1000,
-                 seed: int = 0, calibrate: str | None = None) -> dict[str, dict]:
+                 seed: int = 0, calibrate: str | None = None, stress: dict | None = None) -> dict[str, dict]:
     """Evaluate a run's best.keras on its own splits: choose the threshold on validation by `rule` (multi-label:
     one per finding), apply it unchanged to the test split, and write it into best.json so it travels with the
     model. With `calibrate` ('platt' or 'temperature'), first fit probability calibration on validation and save
     it inside best.keras (replacing an earlier one), so every later command and export uses calibrated scores.
+    With `stress` (keyword arguments of `stress_split`, {} for its defaults), run the shift stress test on the
+    test split (validation when there is none).
 
-    Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures); OUT defaults to RUN_DIR/evaluation.
+    Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures) and OUT/stress/; OUT defaults to
+    RUN_DIR/evaluation.
     """
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.models.saving import load_model, metadata_path
@@ -287,6 +301,13 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
         results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
                                            predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
                                            resamples, seed)
+    if stress is not None:
+        from cxr_keras.evaluate.stress import stress_split
+
+        part = test if len(test) else val
+        results["stress"] = stress_split(os.path.join(out, "stress"), model, spec, part.paths, truth(part, spec),
+                                         threshold, batch_size=d.batch_size, **stress)
+        results["stress"]["split"] = "test" if len(test) else "val"
     return results
 
 

@@ -206,3 +206,29 @@ def plot_mean_maps(maps: dict[str, np.ndarray], counts: dict[str, int], path: st
     fig.suptitle("Mean Grad-CAM by predicted class", fontsize=10)
     fig.tight_layout()
     return save(fig, path)
+
+
+def plot_stress(result: dict, path: str) -> str:
+    """One panel per shift: ROC-AUC, sensitivity and specificity (or accuracy) against shift strength."""
+    shifts = list(result["shifts"])
+    base = result["rows"][0]
+    keys = [k for k in ("roc_auc", "sensitivity", "specificity", "accuracy") if base.get(k) is not None]
+    if "sensitivity" in keys:
+        keys.remove("accuracy")
+    columns = min(4, len(shifts))
+    rows = int(np.ceil(len(shifts) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False, sharey=True)
+    for ax in axes.ravel()[len(shifts):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), shifts):
+        part = [base] + [r for r in result["rows"] if r["shift"] == name]
+        for key in keys:
+            ax.plot([r["strength"] for r in part], [r[key] if r[key] is not None else np.nan for r in part],
+                    marker="o", ms=3, label=key.replace("_", " "))
+        ax.set(title=name, xlabel="strength", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Shift stress test ({result['n_images']} images; decisions at threshold "
+                 f"{np.round(result['threshold'], 3)})", fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)

@@ -1,0 +1,120 @@
+"""The shift stress test: re-score a labelled split under graded acquisition shifts (evaluate/shifts.py) and
+report ranking (ROC-AUC) and the decisions at the model's own threshold against shift strength.
+
+Validation is drawn from the training cohort, so it cannot say how brittle a model is; this says, before
+deployment, which acquisition changes move the scores and how far the chosen operating point slides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from cxr_keras.data.pipeline import decode_all
+from cxr_keras.evaluate.evaluate import ModelSpec, score_pixels
+from cxr_keras.evaluate.shifts import SHIFTS, STRENGTHS, apply_shift
+from cxr_keras.io_utils import atomic_writer
+
+
+def decisions_summary(task: str, y: np.ndarray, scores: np.ndarray, threshold) -> dict:
+    """ROC-AUC (macro over outputs with both classes) and, at the threshold(s), sensitivity, specificity and
+    accuracy (multi-class: accuracy of the arg-max only)."""
+    y2, s2 = y.reshape(len(y), -1), scores.reshape(len(scores), -1)
+    if task == "multiclass":
+        truth, decided = y2.argmax(axis=1), s2.argmax(axis=1)
+        present = [k for k in range(y2.shape[1]) if 0 < y2[:, k].mean() < 1]
+        auc = float(np.mean([roc_auc_score(y2[:, k], s2[:, k]) for k in present])) if present else None
+        return {"roc_auc": auc, "accuracy": float(np.mean(truth == decided))}
+    cut = np.broadcast_to(np.asarray(threshold, dtype=float).reshape(-1), (s2.shape[1],))
+    decided, positive = s2 >= cut, y2 > 0.5
+    columns = [k for k in range(y2.shape[1]) if 0 < positive[:, k].mean() < 1]
+    mean = lambda values: float(np.mean(values)) if len(values) else None  # noqa: E731
+    return {"roc_auc": mean([roc_auc_score(positive[:, k], s2[:, k]) for k in columns]),
+            "sensitivity": mean([decided[positive[:, k], k].mean() for k in range(s2.shape[1]) if positive[:, k].any()]),
+            "specificity": mean([(~decided[~positive[:, k], k]).mean() for k in range(s2.shape[1])
+                                 if (~positive[:, k]).any()]),
+            "accuracy": float(np.mean(decided == positive))}
+
+
+def stress_test(model: keras.Model, spec: ModelSpec, paths: list[str], y: np.ndarray, threshold,
+                shifts: list[str] | None = None, strengths: tuple[float, ...] = STRENGTHS, seed: int = 0,
+                batch_size: int = 32) -> dict:
+    """Rows of (shift, strength, ROC-AUC, sensitivity, specificity, accuracy), the unshifted row first."""
+    shifts = list(shifts or SHIFTS)
+    unknown = sorted(set(shifts) - set(SHIFTS))
+    if unknown:
+        raise ValueError(f"unknown --stress-shifts {unknown}; choose from {', '.join(SHIFTS)}")
+    images = decode_all(paths, spec.image_size)
+    progress = keras.utils.Progbar(1 + len(shifts) * len(strengths), unit_name="condition")
+    rows = [{"shift": "none", "strength": 0.0,
+             **decisions_summary(spec.task, y, score_pixels(model, images, spec, batch_size), threshold)}]
+    progress.add(1)
+    for name in shifts:
+        for strength in strengths:
+            scores = score_pixels(model, apply_shift(name, images, strength, seed), spec, batch_size)
+            rows.append({"shift": name, "strength": float(strength),
+                         **decisions_summary(spec.task, y, scores, threshold)})
+            progress.add(1)
+    return {"n_images": len(paths), "threshold": threshold, "seed": seed, "strengths": list(strengths),
+            "shifts": {name: SHIFTS[name].__doc__.split("\n")[0] for name in shifts}, "rows": rows,
+            "worst": worst_cases(rows)}
+
+
+def worst_cases(rows: list[dict]) -> dict:
+    """Per metric, the row (shift at its strongest) that moves it furthest below the unshifted value."""
+    base, out = rows[0], {}
+    for key in ("roc_auc", "sensitivity", "specificity", "accuracy"):
+        if base.get(key) is None:
+            continue
+        shifted = [r for r in rows[1:] if r.get(key) is not None]
+        if shifted:
+            low = min(shifted, key=lambda r: r[key])
+            out[key] = {"shift": low["shift"], "strength": low["strength"], "value": low[key],
+                        "drop": base[key] - low[key]}
+    return out
+
+
+def write_stress(out: str, result: dict) -> dict:
+    """OUT/stress.json, OUT/stress.png (metrics against strength, one panel per shift) and OUT/stress.md."""
+    from cxr_keras.evaluate.plots import plot_stress
+
+    os.makedirs(out, exist_ok=True)
+    result["figure"] = os.path.basename(plot_stress(result, os.path.join(out, "stress.png")))
+    with atomic_writer(os.path.join(out, "stress.json")) as f:
+        json.dump(result, f, indent=2)
+    with atomic_writer(os.path.join(out, "stress.md")) as f:
+        f.write(format_stress(result))
+    return result
+
+
+def format_stress(result: dict) -> str:
+    """The stress test as a markdown table."""
+    keys = [k for k in ("roc_auc", "sensitivity", "specificity", "accuracy") if result["rows"][0].get(k) is not None]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["## Shift stress test", "",
+             f"{result['n_images']} images re-scored under graded acquisition shifts (strength 0 = as acquired, "
+             f"1 = strong); decisions at the model's threshold {result['threshold']}. A large drop means the "
+             "model, or its threshold, will not hold on a scanner or site that differs that way.", "",
+             "| shift | strength | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    lines += [f"| {r['shift']} | {r['strength']:.2f} | " + " | ".join(fmt(r.get(k)) for k in keys) + " |"
+              for r in result["rows"]]
+    lines += ["", "Largest drops: " + "; ".join(f"{k.replace('_', ' ')} {w['value']:.3f} ({w['shift']} "
+                                                 f"{w['strength']:.2f}, -{w['drop']:.3f})"
+                                                 for k, w in result["worst"].items()), "",
+              f"![stress]({result.get('figure', 'stress.png')})", ""]
+    return "\n".join(lines)
+
+
+def stress_split(out: str, model: keras.Model, spec: ModelSpec, paths: list[str], y: np.ndarray, threshold,
+                 shifts: list[str] | None = None, strengths: tuple[float, ...] = STRENGTHS, count: int | None = None,
+                 seed: int = 0, batch_size: int = 32) -> dict:
+    """`stress_test` on `count` evenly spaced images of a split (all by default), written into `out`."""
+    if count is not None and count < len(paths):
+        keep = np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))
+        paths, y = [paths[i] for i in keep], y[keep]
+    return write_stress(out, stress_test(model, spec, paths, y, threshold, shifts, strengths, seed, batch_size))

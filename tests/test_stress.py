@@ -1,0 +1,97 @@
+"""The shift stress test: each shift is the identity at 0, repeatable, and grows with strength; the stress
+table's figures are scikit-learn's on the shifted images; `cxr evaluate --stress` writes it."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from helpers import write_blob_dataset
+from sklearn.metrics import roc_auc_score
+
+from cxr_keras.cli import main
+from cxr_keras.data.pipeline import decode_all
+from cxr_keras.data.sources import load_dataset
+from cxr_keras.evaluate.evaluate import describe_model, score_pixels
+from cxr_keras.evaluate.shifts import SHIFTS, apply_shift
+from cxr_keras.evaluate.stress import stress_test
+
+
+def textured(size=96):
+    yy, xx = np.mgrid[:size, :size]
+    image = 128 + 60 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + 30 * (xx > size // 2)
+    return np.clip(image, 0, 255).astype(np.uint8)[None, ..., None]
+
+
+@pytest.mark.parametrize("name", list(SHIFTS))
+def test_each_shift_is_the_identity_at_zero_repeatable_and_grows_with_strength(name):
+    image = textured()
+    assert np.array_equal(apply_shift(name, image, 0.0), image)
+    changes = [np.abs(apply_shift(name, image, s, seed=3).astype(float) - image).mean()
+               for s in (0.25, 0.5, 0.75, 1.0)]
+    assert all(a < b for a, b in zip(changes, changes[1:])), changes
+    assert changes[0] > 0
+    np.testing.assert_array_equal(apply_shift(name, image, 0.6, seed=3), apply_shift(name, image, 0.6, seed=3))
+    assert apply_shift(name, image, 0.6).dtype == np.uint8
+
+
+def test_noise_is_seeded_per_image_and_bad_requests_are_refused():
+    images = np.repeat(textured(), 2, axis=0)
+    noisy = apply_shift("noise", images, 0.5, seed=1)
+    assert not np.array_equal(noisy[0], noisy[1])  # each image its own draw
+    assert not np.array_equal(noisy, apply_shift("noise", images, 0.5, seed=2))
+    with pytest.raises(ValueError, match="unknown shift"):
+        apply_shift("rotate", images, 0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        apply_shift("noise", images, 1.5)
+
+
+@pytest.fixture(scope="module")
+def brightness_model(tmp_path_factory):
+    """A fixed model: the probability grows with the mean brightness (the blob images are brighter)."""
+    data = write_blob_dataset(str(tmp_path_factory.mktemp("stress") / "data"), n_per_class=12, size=32, seed=4)
+    inputs = keras.Input((32, 32, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(0.2),
+                                 bias_initializer=keras.initializers.Constant(-19.5))(pooled)
+    path = str(tmp_path_factory.mktemp("model") / "bright.keras")
+    keras.Model(inputs, outputs).save(path)
+    return data, path
+
+
+def test_stress_rows_are_sklearn_figures_on_the_shifted_images(brightness_model):
+    data, path = brightness_model
+    model = keras.models.load_model(path)
+    spec = describe_model(model, None, class_names=["NORMAL", "PNEUMONIA"])
+    table = load_dataset(data)
+    y = table.labels[:, 1]
+    result = stress_test(model, spec, table.paths, y, 0.5, shifts=["gamma", "noise"], strengths=(0.5, 1.0), seed=7)
+    assert [(r["shift"], r["strength"]) for r in result["rows"]] == [
+        ("none", 0.0), ("gamma", 0.5), ("gamma", 1.0), ("noise", 0.5), ("noise", 1.0)]
+    images = decode_all(table.paths, (32, 32))
+    for row in result["rows"][1:]:
+        s = score_pixels(model, apply_shift(row["shift"], images, row["strength"], seed=7), spec)
+        assert row["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        decided = s >= 0.5
+        assert row["sensitivity"] == pytest.approx(decided[y == 1].mean())
+        assert row["specificity"] == pytest.approx((~decided)[y == 0].mean())
+    # gamma darkens: a brightness model loses sensitivity, more at the stronger shift
+    gamma = [r["sensitivity"] for r in result["rows"][:3]]
+    assert gamma[0] > gamma[2] and gamma[1] >= gamma[2]
+    assert result["worst"]["sensitivity"]["shift"] == "gamma"
+
+
+def test_cxr_evaluate_stress_writes_the_table_and_figure(brightness_model, tmp_path, capsys):
+    data, path = brightness_model
+    out = str(tmp_path / "ev")
+    assert main(["evaluate", "--model", path, "--data-dir", data, "--class-names", "NORMAL", "PNEUMONIA",
+                 "--threshold", "0.5", "--out", out, "--resamples", "20", "--stress", "--stress-shifts", "gamma",
+                 "text", "--stress-strengths", "0.5", "1", "--stress-count", "10"]) == 0
+    assert "stress test: sensitivity falls most under gamma" in capsys.readouterr().out
+    stress = json.load(open(os.path.join(out, "stress", "stress.json")))
+    assert stress["n_images"] == 10 and len(stress["rows"]) == 5
+    assert os.path.getsize(os.path.join(out, "stress", "stress.png")) > 0
+    assert "| gamma | 1.00 |" in open(os.path.join(out, "stress", "stress.md")).read()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model", path, "--data-dir", data, "--stress", "--stress-strengths", "2"])
