@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_data_report)
 
     from cxr_keras.evaluate.calibration import METHODS
-    from cxr_keras.evaluate.shifts import SHIFTS, STRENGTHS
     from cxr_keras.evaluate.evaluate import PREPROCESS
+    from cxr_keras.evaluate.shifts import SHIFTS, STRENGTHS
     from cxr_keras.evaluate.thresholds import DEFAULT_RULE
     from cxr_keras.train_cli import add_train_arguments
 

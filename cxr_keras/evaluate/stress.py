@@ -34,7 +34,8 @@ def decisions_summary(task: str, y: np.ndarray, scores: np.ndarray, threshold) -
     columns = [k for k in range(y2.shape[1]) if 0 < positive[:, k].mean() < 1]
     mean = lambda values: float(np.mean(values)) if len(values) else None  # noqa: E731
     return {"roc_auc": mean([roc_auc_score(positive[:, k], s2[:, k]) for k in columns]),
-            "sensitivity": mean([decided[positive[:, k], k].mean() for k in range(s2.shape[1]) if positive[:, k].any()]),
+            "sensitivity": mean([decided[positive[:, k], k].mean() for k in range(s2.shape[1])
+                                 if positive[:, k].any()]),
             "specificity": mean([(~decided[~positive[:, k], k]).mean() for k in range(s2.shape[1])
                                  if (~positive[:, k]).any()]),
             "accuracy": float(np.mean(decided == positive))}
