@@ -136,6 +136,10 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
     if args.channels:
         spec.channels = args.channels
     table = load_from_args(args)
+    if args.class_map:
+        from cxr_keras.data.table import relabel
+
+        table = relabel(table, dict(args.class_map))
     threshold, how = spec.threshold, spec.threshold_rule
     if args.threshold_from:
         with open(args.threshold_from) as f:
@@ -162,6 +166,14 @@ def _stress_options(args: argparse.Namespace) -> dict | None:
     if args.stress_count is not None and args.stress_count < 2:
         raise ValueError(f"--stress-count must be at least 2, got {args.stress_count}")
     return {"shifts": args.stress_shifts, "strengths": tuple(args.stress_strengths), "count": args.stress_count}
+
+
+def _mapping(text: str) -> tuple[str, str]:
+    source, sep, target = text.partition("=")
+    if not sep or not source or not target:
+        raise argparse.ArgumentTypeError(f"--class-map takes DATA_CLASS=MODEL_CLASS (or =- to leave a class out), "
+                                         f"got {text!r}")
+    return source, target
 
 
 def _strength(text: str) -> float:
@@ -302,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--preprocess", choices=PREPROCESS,
                           help="a foreign model's input: none (0..255), unit (0..1), tf (-1..1), torch, caffe")
     evaluate.add_argument("--class-names", nargs="+", help="a foreign model's classes, in output order")
+    evaluate.add_argument("--class-map", nargs="+", metavar="DATA=MODEL", type=_mapping,
+                          help="evaluate on another dataset whose labels mean the model's classes under other "
+                          "names: e.g. Normal=NORMAL COVID=- ('-' leaves that class out). Data with one class "
+                          "left gives sensitivity or specificity alone (no ROC-AUC)")
     evaluate.add_argument("--model-task", choices=["binary", "multiclass", "multilabel"],
                           help="a foreign model's task (default: from its output layer)")
     evaluate.add_argument("--output", choices=["probabilities", "logits"],

@@ -155,3 +155,34 @@ def test_run_evaluation_of_multiclass_and_multilabel_synthetic_runs(task, tmp_pa
         assert len(set(best["threshold"])) > 1 and len(best["validation_operating_point"]) == len(spec.classes)
     assert len(test["confusion_matrix"]) == len(test["classes"])
     assert test["roc_auc"] is None or 0 <= test["roc_auc"] <= 1
+
+
+def test_another_datasets_normals_give_specificity_alone(run_dir, blobs, tmp_path, capsys):
+    """`--class-map` reads other label names; with one class left, specificity is counted and the rest is n/a."""
+    out = str(tmp_path / "normals")
+    model_path = os.path.join(run_dir, "best.keras")
+    assert main(["evaluate", "--model", model_path, "--data-dir", blobs, "--class-map", "PNEUMONIA=-",
+                 "--threshold", "0.5", "--out", out, "--resamples", "50"]) == 0
+    assert "40 images: ROC-AUC n/a, sensitivity n/a, specificity" in capsys.readouterr().out
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    model, metadata = load_model(model_path, compile=False)
+    normals = load_dataset(blobs)
+    normals = normals.subset(normals.labels[:, 0] == 1)
+    scores = predict_scores(model, normals.paths, describe_model(model, metadata))
+    assert metrics["specificity"] == pytest.approx(np.mean(scores < 0.5), abs=1e-12)
+    assert metrics["sensitivity"] is None and metrics["roc_auc"] is None and "only negative" in metrics["note"]
+
+
+def test_relabel_renames_merges_and_drops_classes():
+    from cxr_keras.data.table import ImageTable, relabel
+
+    table = ImageTable(paths=list("abcd"), labels=np.eye(3)[[0, 1, 2, 2]], classes=["COVID", "Normal", "Viral"],
+                       task="multiclass", patients=[None] * 4, splits=[None] * 4)
+    normals = relabel(table, {"Normal": "NORMAL", "COVID": "-", "Viral": "-"})
+    assert normals.paths == ["b"] and normals.classes == ["NORMAL"] and normals.task == "binary"
+    merged = relabel(table, {"COVID": "PNEUMONIA", "Viral": "PNEUMONIA", "Normal": "NORMAL"})
+    assert merged.classes == ["PNEUMONIA", "NORMAL"] and merged.labels[:, 0].tolist() == [1, 0, 1, 1]
+    with pytest.raises(ValueError, match="does not have"):
+        relabel(table, {"normal": "NORMAL"})
+    with pytest.raises(ValueError, match="drops every class"):
+        relabel(table, {"Normal": "-", "COVID": "-", "Viral": "-"})

@@ -107,3 +107,26 @@ def write_dropped(dropped: list[Dropped], path: str) -> None:
         writer = csv.writer(f)
         writer.writerow(["path", "reason"])
         writer.writerows((d.path, d.reason) for d in dropped)
+
+
+def relabel(table: ImageTable, mapping: dict[str, str]) -> ImageTable:
+    """The table with its classes renamed by `mapping` ({'Normal': 'NORMAL', 'COVID': '-'}): '-' drops the
+    class (single-label data: its images; multi-label data: its column); classes mapped to one name merge.
+    For evaluating a model on another dataset whose labels mean the same under other names."""
+    unknown = sorted(set(mapping) - set(table.classes))
+    if unknown:
+        raise ValueError(f"--class-map names {unknown}, which the data does not have (its classes: "
+                         f"{table.classes})")
+    names = [mapping.get(c, c) for c in table.classes]
+    kept = list(dict.fromkeys(n for n in names if n != "-"))
+    if not kept:
+        raise ValueError("--class-map drops every class of the data")
+    labels = np.zeros((len(table), len(kept)), dtype=np.float32)
+    for k, name in enumerate(names):
+        if name != "-":
+            labels[:, kept.index(name)] = np.maximum(labels[:, kept.index(name)], table.labels[:, k])
+    rows = labels.any(axis=1) if table.task != "multilabel" else np.ones(len(table), dtype=bool)
+    task = table.task if table.task == "multilabel" else ("binary" if len(kept) <= 2 else "multiclass")
+    mapped = dataclasses.replace(table.subset(rows), labels=labels[rows], classes=kept, task=task)
+    mapped.notes = [*table.notes, f"classes mapped {mapping}: {len(mapped)} of {len(table)} images kept"]
+    return mapped

@@ -163,7 +163,15 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
                               positive_index=spec.positive_index)
     metrics["threshold_rule"] = threshold_rule
     paths = plots.figure_paths(out)
-    if spec.task == "binary":
+    if spec.task == "binary" and not 0 < np.mean(y) < 1:  # one class only (e.g. normals of another dataset)
+        columns = []
+        for name in ("roc", "pr", "threshold_sweep"):
+            paths.pop(name)
+        metrics["note"] = (f"only {spec.classes[spec.positive_index] if np.mean(y) else 'negative'} images: "
+                           "ROC-AUC and the threshold sweep need both classes")
+        labels = [spec.classes[1 - spec.positive_index], spec.classes[spec.positive_index]]
+        plots.plot_confusion(np.array(metrics["confusion_matrix"]), labels, paths["confusion"])
+    elif spec.task == "binary":
         columns = [(spec.classes[spec.positive_index], y, scores)]
         point = {"threshold": threshold, "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"]}
         plots.plot_roc(columns, paths["roc"], point)
@@ -178,7 +186,8 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
             plots.plot_confusion(np.array(metrics["confusion_matrix"]), spec.classes, paths["confusion"])
         else:
             paths.pop("confusion")
-    plots.plot_pr(columns, paths["pr"])
+    if "pr" in paths:
+        plots.plot_pr(columns, paths["pr"])
     plots.plot_reliability(metrics["reliability"], metrics["ece"], paths["reliability"])
     plots.plot_per_class(metrics["per_class"], paths["per_class"])
     metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"])

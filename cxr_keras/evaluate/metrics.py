@@ -12,6 +12,8 @@ Shapes: `y_true` and `scores` are (N,) or (N, 1) for binary data (scores = proba
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -133,6 +135,10 @@ def evaluate_scores(task: str, classes: list[str], y_true: np.ndarray, scores: n
         result["averages"] = _averages(y2, p2)  # over both classes, as scikit-learn's average= does
     result["ci"] = _bootstrap(task, y, s, pred, resamples, seed, level)
     result["ci"]["resamples"], result["ci"]["level"], result["ci"]["seed"] = resamples, level, seed
+    if task == "binary":  # a rate of a class the data lacks is undefined, not 0
+        for key, missing in (("sensitivity", y.sum() == 0), ("specificity", y.sum() == len(y))):
+            if missing:
+                result[key], result["ci"][key] = None, None
     return result
 
 
@@ -162,7 +168,9 @@ def _summary(task: str, y: np.ndarray, s: np.ndarray, pred: np.ndarray, auc: np.
         t, p = y[:, 0], pred[:, 0]
         out["roc_auc"], out["pr_auc"] = _float(auc[0]), _float(pr_auc[0])
         out["accuracy"] = float(skm.accuracy_score(t, p))
-        out["balanced_accuracy"] = float(skm.balanced_accuracy_score(t, p))
+        with warnings.catch_warnings():  # one class only (another dataset's normals): the mean recall of it
+            warnings.simplefilter("ignore", UserWarning)
+            out["balanced_accuracy"] = float(skm.balanced_accuracy_score(t, p))
         r = rates(confusion_counts(y, pred))
         out.update(sensitivity=float(r["sensitivity"][0]), specificity=float(r["specificity"][0]),
                    f1=float(r["f1"][0]), ppv=float(r["precision"][0]), npv=float(r["npv"][0]))

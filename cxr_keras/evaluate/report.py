@@ -27,6 +27,7 @@ def format_report(metrics: dict) -> str:
              f"({metrics.get('threshold_rule', '')}). Intervals: {level}% bootstrap, "
              f"{metrics['ci']['resamples']} resamples, seed {metrics['ci']['seed']}.", "",
              *_dropped_lines(metrics.get("dropped")),
+             *([f"Note: {metrics['note']}.", ""] if metrics.get("note") else []),
              "| metric | value |", "|---|---|",
              f"| ROC-AUC | {_with_ci(metrics, 'roc_auc')} |"]
     for key in ("sensitivity", "specificity", "f1", "ppv", "npv"):
