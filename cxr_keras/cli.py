@@ -92,7 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = args.out or os.path.join(args.run, "evaluation")
         check_out(out, args.overwrite)
         results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed, args.calibrate,
-                               _stress_options(args))
+                               _stress_options(args), args.cohort_pattern, args.cohort_column)
         stress = results.pop("stress", None)
         for split, metrics in results.items():
             print(f"{split}: {summary_line(metrics)}")
@@ -150,7 +150,10 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
         raise ValueError("a binary model takes one threshold")
     y = truth(table, spec)
     scores = predict_scores(model, table.paths, spec, args.batch_size)
-    metrics = write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed)
+    from cxr_keras.data.cohorts import cohort_names
+
+    metrics = write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed,
+                               cohort_names(table, args.cohort_pattern, args.cohort_column))
     options = _stress_options(args)
     if options is not None:
         from cxr_keras.evaluate.stress import stress_split
@@ -294,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--calibrate", choices=METHODS,
                           help="with --run: fit probability calibration on validation and store it inside "
                           "best.keras (platt: sigmoid(a*logit(p)+b); temperature: slope only)")
+    evaluate.add_argument("--cohort-pattern", help="metrics per cohort too: a regex on file names whose first "
+                          "group names the cohort (default with --run: the run's own)")
+    evaluate.add_argument("--cohort-column", help="or a per-image CSV column naming the cohort")
     evaluate.add_argument("--stress", action="store_true",
                           help="also re-score the split (a run's test split, else its validation) under graded "
                           "acquisition shifts and write stress/ (stress.md, stress.json, stress.png)")

@@ -34,6 +34,9 @@ class DataConfig:
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 42
     split_fold: int = 0  # cross-validation: which rotation of the split's folds (see split_table)
+    cohort_pattern: str | None = None  # regex on file names whose first group names an image's cohort
+    cohort_column: str | None = None  # or a per-image CSV column (data/cohorts.py)
+    hold_out_cohorts: list[str] | None = None  # these cohorts become the test split: leave-one-cohort-out
     resplit: bool = False
     image_size: int = 224
     resize: str = "stretch"

@@ -27,8 +27,9 @@ import tensorflow as tf
 
 from cxr_keras.config import ExperimentConfig
 from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
+from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.pipeline import dataset_for_split
-from cxr_keras.data.splits import apply_saved_splits, save_splits, split_table
+from cxr_keras.data.splits import apply_saved_splits, save_splits, split_holding_out, split_table
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate.plots import plot_history
 from cxr_keras.io_utils import atomic_writer
@@ -70,8 +71,7 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             config.model.weights = resolve_weights(entry, config.model.weights,
                                                    (config.data.image_size, config.data.image_size, 3))
             data = config.data
-            table = split_table(_read_data(config), tuple(data.split_ratios), seed=data.split_seed,
-                                keep_existing=not data.resplit, fold=data.split_fold)
+            table = _split(_read_data(config), data)
             _weighting(config, table)
             run_dir = _new_run_dir(config, run_dir, table, hold)
         seed_everything(config.train.seed, config.train.deterministic)
@@ -83,6 +83,15 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             print(f"\nInterrupted. Every completed epoch is saved: continue with `cxr train --resume {run_dir}`",
                   file=sys.stderr)
             raise
+
+
+def _split(table: ImageTable, data) -> ImageTable:
+    """The run's split: the data's own or a seeded one, or with --hold-out-cohort those cohorts as test."""
+    if data.hold_out_cohorts:
+        held = held_out_mask(table, data.hold_out_cohorts, data.cohort_pattern, data.cohort_column)
+        return split_holding_out(table, held, tuple(data.split_ratios), data.split_seed, data.split_fold)
+    return split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit,
+                       fold=data.split_fold)
 
 
 def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bool, quiet: bool,

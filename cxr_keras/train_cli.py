@@ -40,6 +40,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--split-seed", type=int)
     data.add_argument("--split-fold", type=int, help="cross-validation: rotate the split's folds (0 .. folds-1)")
     data.add_argument("--resplit", action="store_true", default=None, help="ignore the data's own split")
+    data.add_argument("--cohort-pattern", help="regex on file names whose first group names an image's cohort "
+                      "(site, scanner, naming batch), e.g. '^(NORMAL2|IM|person)' for Kermany")
+    data.add_argument("--cohort-column", help="or a per-image CSV column naming the cohort")
+    data.add_argument("--hold-out-cohort", dest="hold_out_cohorts", nargs="+", metavar="COHORT",
+                      help="leave-one-cohort-out: these cohorts are the test split, unseen in training and "
+                      "validation (a proxy for another site)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=list(REGISTRY))
@@ -77,7 +83,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 DATA_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column",
              "labels_column", "delimiter", "max_pixels", "allow_outside_paths", "image_size", "batch_size", "augment",
-             "split_seed", "split_fold", "resplit")
+             "split_seed", "split_fold", "resplit", "cohort_pattern", "cohort_column", "hold_out_cohorts")
 MODEL_KEYS = ("backbone", "weights", "dropout", "init_from")
 TRAIN_KEYS = ("balance", "label_smoothing", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit")
 

@@ -50,6 +50,22 @@ def split_table(
     return table
 
 
+def split_holding_out(table: ImageTable, held: np.ndarray, ratios: tuple[float, float, float], seed: int = 42,
+                      fold: int = 0) -> ImageTable:
+    """Leave-one-cohort-out: the `held` rows are the test split, the rest split into train and val in the
+    proportion of `ratios`' first two shares (its test share is unused). A patient in both is refused."""
+    _check_ratios(ratios)
+    rest = np.flatnonzero(~held)
+    share = ratios[0] + ratios[1]
+    assignment = _assign(table.subset(~held), (ratios[0] / share, ratios[1] / share, 0.0), seed, fold)
+    splits = ["test"] * len(table)
+    for row, k in zip(rest, assignment):
+        splits[row] = SPLITS[k]
+    table = dataclasses.replace(table, splits=splits)
+    assert_no_patient_leak(table)
+    return table
+
+
 def _check_ratios(ratios: tuple[float, float, float]) -> None:
     if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0 or abs(sum(ratios) - 1.0) > 1e-6:
         raise SplitError(f"split ratios must be three non-negative numbers (train > 0) summing to 1, got {ratios}")

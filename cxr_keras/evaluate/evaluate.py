@@ -18,7 +18,7 @@ import numpy as np
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate import plots
-from cxr_keras.evaluate.metrics import evaluate_scores, predictions
+from cxr_keras.evaluate.metrics import evaluate_scores, predictions, summary_at_threshold
 from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose, sweep
 from cxr_keras.io_utils import atomic_writer
 
@@ -156,12 +156,18 @@ def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: 
 
 
 def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
-                     threshold: float, threshold_rule: str, resamples: int = 1000, seed: int = 0) -> dict:
-    """metrics.json, figures and report.md for one set of predictions; returns the metrics."""
+                     threshold: float, threshold_rule: str, resamples: int = 1000, seed: int = 0,
+                     cohorts: list[str] | None = None) -> dict:
+    """metrics.json, figures and report.md for one set of predictions (with `cohorts`, one name per image, also
+    the metrics of each cohort at the same threshold); returns the metrics."""
     os.makedirs(out, exist_ok=True)
     metrics = evaluate_scores(spec.task, spec.classes, y, scores, threshold, resamples, seed,
                               positive_index=spec.positive_index)
     metrics["threshold_rule"] = threshold_rule
+    if cohorts is not None:
+        names = np.asarray(cohorts)
+        metrics["cohorts"] = {name: summary_at_threshold(spec.task, y[names == name], scores[names == name],
+                                                         threshold) for name in sorted(set(cohorts))}
     paths = plots.figure_paths(out)
     if spec.task == "binary" and not 0 < np.mean(y) < 1:  # one class only (e.g. normals of another dataset)
         columns = []
@@ -268,13 +274,15 @@ def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndar
 
 
 def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None, resamples: int = 1000,
-                 seed: int = 0, calibrate: str | None = None, stress: dict | None = None) -> dict[str, dict]:
+                 seed: int = 0, calibrate: str | None = None, stress: dict | None = None,
+                 cohort_pattern: str | None = None, cohort_column: str | None = None) -> dict[str, dict]:
     """Evaluate a run's best.keras on its own splits: choose the threshold on validation by `rule` (multi-label:
     one per finding), apply it unchanged to the test split, and write it into best.json so it travels with the
     model. With `calibrate` ('platt' or 'temperature'), first fit probability calibration on validation and save
     it inside best.keras (replacing an earlier one), so every later command and export uses calibrated scores.
     With `stress` (keyword arguments of `stress_split`, {} for its defaults), run the shift stress test on the
-    test split (validation when there is none).
+    test split (validation when there is none). Metrics per cohort when the run's config names cohorts
+    (--cohort-pattern / --cohort-column) or `cohort_pattern` / `cohort_column` is given.
 
     Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures) and OUT/stress/; OUT defaults to
     RUN_DIR/evaluation.
@@ -303,13 +311,20 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
                         validation_operating_point=points[0] if spec.task == "binary" else points)
         with atomic_writer(metadata_path(model_path)) as f:
             json.dump(metadata, f, indent=2)
+    from cxr_keras.data.cohorts import cohort_names
+
+    def cohorts(part: ImageTable) -> list[str] | None:
+        if cohort_pattern or cohort_column:
+            return cohort_names(part, cohort_pattern, cohort_column)
+        return cohort_names(part, d.cohort_pattern, d.cohort_column)
+
     results = {"val": write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
-                                       resamples, seed)}
+                                       resamples, seed, cohorts(val))}
     test = table.split("test")
     if len(test):
         results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
                                            predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
-                                           resamples, seed)
+                                           resamples, seed, cohorts(test))
     if stress is not None:
         from cxr_keras.evaluate.stress import stress_split
 

@@ -230,3 +230,25 @@ def _bootstrap(task: str, y: np.ndarray, s: np.ndarray, pred: np.ndarray, resamp
          **{key: interval(per[key][:, k], level) for key in ("sensitivity", "specificity", "f1")}}
         for k in range(y.shape[1])]
     return out
+
+
+def summary_at_threshold(task: str, y: np.ndarray, scores: np.ndarray, threshold) -> dict:
+    """Counts, ROC-AUC (macro over outputs with both classes) and, at the threshold(s), sensitivity, specificity
+    and accuracy (multi-class: accuracy of the arg-max only); a rate without examples to count is None."""
+    y2, s2 = y.reshape(len(y), -1), scores.reshape(len(scores), -1)
+    counts = {"n_images": int(len(y2)), "n_positive": int((y2 > 0.5).any(axis=1).sum())}
+    if task == "multiclass":
+        truth, decided = y2.argmax(axis=1), s2.argmax(axis=1)
+        present = [k for k in range(y2.shape[1]) if 0 < y2[:, k].mean() < 1]
+        auc = float(np.mean([skm.roc_auc_score(y2[:, k], s2[:, k]) for k in present])) if present else None
+        return {**counts, "roc_auc": auc, "accuracy": float(np.mean(truth == decided))}
+    cut = np.broadcast_to(np.asarray(threshold, dtype=float).reshape(-1), (s2.shape[1],))
+    decided, positive = s2 >= cut, y2 > 0.5
+    columns = [k for k in range(y2.shape[1]) if 0 < positive[:, k].mean() < 1]
+    mean = lambda values: float(np.mean(values)) if len(values) else None  # noqa: E731
+    return {**counts, "roc_auc": mean([skm.roc_auc_score(positive[:, k], s2[:, k]) for k in columns]),
+            "sensitivity": mean([decided[positive[:, k], k].mean() for k in range(s2.shape[1])
+                                 if positive[:, k].any()]),
+            "specificity": mean([(~decided[~positive[:, k], k]).mean() for k in range(s2.shape[1])
+                                 if (~positive[:, k]).any()]),
+            "accuracy": float(np.mean(decided == positive))}

@@ -46,12 +46,26 @@ def format_report(metrics: dict) -> str:
     for name, row in metrics["averages"].items():
         lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['specificity']:.3f} | "
                      f"{row['f1']:.3f} |")
+    if metrics.get("cohorts"):
+        lines += _cohort_lines(metrics["cohorts"])
     if metrics.get("failures"):
         lines += ["", "## Most confident mistakes", "", "| file | true | predicted | score |", "|---|---|---|---|"]
         lines += [f"| {f['path']} | {f['true']} | {f['predicted']} | {f['score']:.3f} |" for f in metrics["failures"]]
     lines += ["", "## Figures", ""]
     lines += [f"![{name}]({path})" for name, path in metrics.get("figures", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def _cohort_lines(cohorts: dict) -> list[str]:
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["", "## By cohort", "",
+             "At the same threshold. A cohort that differs from the others shows what another site may see.", "",
+             "| cohort | images | with a positive label | ROC-AUC | sensitivity | specificity | accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {row['n_images']} | {row['n_positive']} | {fmt(row['roc_auc'])} | "
+              f"{fmt(row.get('sensitivity'))} | {fmt(row.get('specificity'))} | {fmt(row['accuracy'])} |"
+              for name, row in cohorts.items()]
+    return lines
 
 
 def write_report(metrics: dict, path: str) -> None:

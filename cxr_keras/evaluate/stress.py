@@ -12,33 +12,12 @@ import os
 
 import keras
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from cxr_keras.data.pipeline import decode_all
 from cxr_keras.evaluate.evaluate import ModelSpec, score_pixels
+from cxr_keras.evaluate.metrics import summary_at_threshold
 from cxr_keras.evaluate.shifts import SHIFTS, STRENGTHS, apply_shift
 from cxr_keras.io_utils import atomic_writer
-
-
-def decisions_summary(task: str, y: np.ndarray, scores: np.ndarray, threshold) -> dict:
-    """ROC-AUC (macro over outputs with both classes) and, at the threshold(s), sensitivity, specificity and
-    accuracy (multi-class: accuracy of the arg-max only)."""
-    y2, s2 = y.reshape(len(y), -1), scores.reshape(len(scores), -1)
-    if task == "multiclass":
-        truth, decided = y2.argmax(axis=1), s2.argmax(axis=1)
-        present = [k for k in range(y2.shape[1]) if 0 < y2[:, k].mean() < 1]
-        auc = float(np.mean([roc_auc_score(y2[:, k], s2[:, k]) for k in present])) if present else None
-        return {"roc_auc": auc, "accuracy": float(np.mean(truth == decided))}
-    cut = np.broadcast_to(np.asarray(threshold, dtype=float).reshape(-1), (s2.shape[1],))
-    decided, positive = s2 >= cut, y2 > 0.5
-    columns = [k for k in range(y2.shape[1]) if 0 < positive[:, k].mean() < 1]
-    mean = lambda values: float(np.mean(values)) if len(values) else None  # noqa: E731
-    return {"roc_auc": mean([roc_auc_score(positive[:, k], s2[:, k]) for k in columns]),
-            "sensitivity": mean([decided[positive[:, k], k].mean() for k in range(s2.shape[1])
-                                 if positive[:, k].any()]),
-            "specificity": mean([(~decided[~positive[:, k], k]).mean() for k in range(s2.shape[1])
-                                 if (~positive[:, k]).any()]),
-            "accuracy": float(np.mean(decided == positive))}
 
 
 def stress_test(model: keras.Model, spec: ModelSpec, paths: list[str], y: np.ndarray, threshold,
@@ -52,13 +31,13 @@ def stress_test(model: keras.Model, spec: ModelSpec, paths: list[str], y: np.nda
     images = decode_all(paths, spec.image_size)
     progress = keras.utils.Progbar(1 + len(shifts) * len(strengths), unit_name="condition")
     rows = [{"shift": "none", "strength": 0.0,
-             **decisions_summary(spec.task, y, score_pixels(model, images, spec, batch_size), threshold)}]
+             **summary_at_threshold(spec.task, y, score_pixels(model, images, spec, batch_size), threshold)}]
     progress.add(1)
     for name in shifts:
         for strength in strengths:
             scores = score_pixels(model, apply_shift(name, images, strength, seed), spec, batch_size)
             rows.append({"shift": name, "strength": float(strength),
-                         **decisions_summary(spec.task, y, scores, threshold)})
+                         **summary_at_threshold(spec.task, y, scores, threshold)})
             progress.add(1)
     return {"n_images": len(paths), "threshold": threshold, "seed": seed, "strengths": list(strengths),
             "shifts": {name: SHIFTS[name].__doc__.split("\n")[0] for name in shifts}, "rows": rows,
