@@ -153,7 +153,7 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
     from cxr_keras.data.cohorts import cohort_names
 
     metrics = write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed,
-                               cohort_names(table, args.cohort_pattern, args.cohort_column))
+                               cohort_names(table, args.cohort_pattern, args.cohort_column), model)
     options = _stress_options(args)
     if options is not None:
         from cxr_keras.evaluate.stress import stress_split

@@ -186,3 +186,33 @@ def test_relabel_renames_merges_and_drops_classes():
         relabel(table, {"normal": "NORMAL"})
     with pytest.raises(ValueError, match="drops every class"):
         relabel(table, {"Normal": "-", "COVID": "-", "Viral": "-"})
+
+
+def test_failure_examples_carry_grad_cam_of_the_finding(run_dir):
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.evaluate.evaluate import failure_cams
+    from cxr_keras.evaluate.gradcam import compute_cams
+
+    model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    spec = describe_model(model, metadata)
+    pixels = decode_all(run_table(run_dir).split("val").paths[:3], spec.image_size)
+    cams, note = failure_cams(model, spec, pixels, [0, 0, 0])
+    assert cams.shape == (3, *spec.image_size) and "what raises its score" in note
+    np.testing.assert_allclose(cams, compute_cams(model, pixels.astype("float32"), class_index=1)[0], atol=1e-6)
+
+
+def test_a_model_without_conv_features_is_evaluated_with_plain_failure_images(blobs, tmp_path, capsys):
+    inputs = keras.Input((32, 32, 1))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(
+        inputs)))
+    path = str(tmp_path / "dense.keras")
+    keras.Model(inputs, outputs).save(path)
+    from cxr_keras.evaluate.evaluate import failure_cams
+
+    spec = describe_model(keras.models.load_model(path), None, class_names=["NORMAL", "PNEUMONIA"])
+    cams, note = failure_cams(keras.models.load_model(path), spec, np.zeros((2, 32, 32, 1), np.uint8), [0, 0])
+    assert cams is None and note.startswith("no Grad-CAM: no gradient flows from the output to layer")
+    out = str(tmp_path / "ev")
+    assert main(["evaluate", "--model", path, "--data-dir", blobs, "--class-names", "NORMAL", "PNEUMONIA",
+                 "--out", out, "--resamples", "20"]) == 0
+    assert os.path.getsize(os.path.join(out, "failures.png")) > 0

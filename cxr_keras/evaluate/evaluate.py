@@ -157,9 +157,10 @@ def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: 
 
 def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
                      threshold: float, threshold_rule: str, resamples: int = 1000, seed: int = 0,
-                     cohorts: list[str] | None = None) -> dict:
+                     cohorts: list[str] | None = None, model: keras.Model | None = None) -> dict:
     """metrics.json, figures and report.md for one set of predictions (with `cohorts`, one name per image, also
-    the metrics of each cohort at the same threshold); returns the metrics."""
+    the metrics of each cohort at the same threshold; with `model`, Grad-CAM on the mistakes); returns the
+    metrics."""
     os.makedirs(out, exist_ok=True)
     metrics = evaluate_scores(spec.task, spec.classes, y, scores, threshold, resamples, seed,
                               positive_index=spec.positive_index)
@@ -196,7 +197,7 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
         plots.plot_pr(columns, paths["pr"])
     plots.plot_reliability(metrics["reliability"], metrics["ece"], paths["reliability"])
     plots.plot_per_class(metrics["per_class"], paths["per_class"])
-    metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"])
+    metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"], model=model)
     metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
     write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
     if table.dropped:
@@ -237,11 +238,12 @@ def read_scores(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold: float,
-              path: str, count: int = 8) -> list[dict]:
-    """The most confident mistakes, drawn as a grid; returns their file names, truth and scores."""
+              path: str, count: int = 8, model: keras.Model | None = None) -> list[dict]:
+    """The most confident mistakes, drawn as a grid (with `model`, each with its Grad-CAM overlay); returns
+    their file names, truth and scores."""
     if spec.task == "multiclass":
         decided, actual = scores.argmax(axis=1), y.argmax(axis=1)
-        wrong = np.flatnonzero(decided != actual)
+        wrong, col_of = np.flatnonzero(decided != actual), {}
         confidence = scores.max(axis=1)[wrong]
         describe = lambda i: (spec.classes[actual[i]], spec.classes[decided[i]], float(scores[i].max()))  # noqa: E731
     else:
@@ -269,8 +271,33 @@ def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndar
         pixels = np.zeros((0, *spec.image_size, 1))
     captions = [f"{os.path.basename(e['path'])}\ntrue {e['true']}, predicted {e['predicted']} ({e['score']:.2f})"
                 for e in entries]
-    plots.plot_failures(pixels, captions, path)
+    cams, note = failure_cams(model, spec, pixels, [col_of.get(i, 0) for i in chosen] if spec.task != "multiclass"
+                              else None) if model is not None and chosen else (None, "")
+    plots.plot_failures(pixels, captions, path, cams=cams, note=note)
     return entries
+
+
+def failure_cams(model: keras.Model, spec: ModelSpec, pixels: np.ndarray, columns: list[int] | None
+                 ) -> tuple[np.ndarray | None, str]:
+    """Grad-CAM maps of the mistakes: for a binary or multi-label model, of the finding each got wrong (what
+    drives its score up, be it a false alarm or a weak miss); for a multi-class one, of the predicted class.
+    (None, why) when the model gives Grad-CAM nothing to work on; never fails the evaluation."""
+    from cxr_keras.evaluate.gradcam import compute_cams
+
+    x = np.asarray(_feed(pixels.astype("float32"), spec))
+    try:
+        if columns is None:
+            return compute_cams(model, x)[0], "Grad-CAM of the predicted class"
+        if spec.task == "binary":
+            index = spec.positive_index if model.output_shape[-1] == 2 else 1
+            return compute_cams(model, x, class_index=index)[0], (
+                f"Grad-CAM of {spec.classes[spec.positive_index]}: what raises its score")
+        maps = [compute_cams(model, x[k:k + 1], class_index=c)[0][0] for k, c in enumerate(columns)]
+        return np.stack(maps), "Grad-CAM of the finding each image got wrong"
+    except Exception as exc:  # a foreign model Grad-CAM cannot open: the grid is still worth having
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]  # tf.function: the last line
+        reason = lines[-1].removeprefix("ValueError: ") if lines else type(exc).__name__
+        return None, f"no Grad-CAM: {reason[:110]}"
 
 
 def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None, resamples: int = 1000,
@@ -319,12 +346,12 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
         return cohort_names(part, d.cohort_pattern, d.cohort_column)
 
     results = {"val": write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
-                                       resamples, seed, cohorts(val))}
+                                       resamples, seed, cohorts(val), model)}
     test = table.split("test")
     if len(test):
         results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
                                            predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
-                                           resamples, seed, cohorts(test))
+                                           resamples, seed, cohorts(test), model)
     if stress is not None:
         from cxr_keras.evaluate.stress import stress_split
 

@@ -87,7 +87,7 @@ def _cam_function(model: keras.Model, layer: str | None, method: str):
     cache = _COMPILED.setdefault(model, {})
     if (layer, method) in cache:
         return cache[(layer, method)]
-    forward, _ = gradient_model(model, layer)
+    forward, path = gradient_model(model, layer)
 
     @tf.function(reduce_retracing=True)
     def step(x, class_index):
@@ -101,6 +101,9 @@ def _cam_function(model: keras.Model, layer: str | None, method: str):
             index = tf.where(class_index < 0, predicted, class_index)
             score = class_scores(predictions, index)
         grads = tape.gradient(score, features)
+        if grads is None:  # known while tracing: the output does not depend on that layer through a gradient
+            raise ValueError(f"no gradient flows from the output to layer {'/'.join(path)}; Grad-CAM needs a "
+                             "convolutional layer the prediction depends on (choose one with --layer)")
         if method == "gradcam":
             weights = tf.reduce_mean(grads, axis=(1, 2))
         else:  # Grad-CAM++ (Chattopadhay et al. 2018), with the usual exponential-score closed form

@@ -144,18 +144,24 @@ def plot_per_class(per_class: dict, path: str) -> str:
     return save(fig, path)
 
 
-def plot_failures(images: np.ndarray, captions: list[str], path: str, columns: int = 4) -> str:
-    """A grid of images (N, H, W, 1) with a caption each: the most confident mistakes."""
+def plot_failures(images: np.ndarray, captions: list[str], path: str, columns: int = 4,
+                  cams: np.ndarray | None = None, note: str = "") -> str:
+    """A grid of images (N, H, W, 1) with a caption each: the most confident mistakes; with `cams` (N, H, W in
+    0..1) each image carries its Grad-CAM overlay."""
     n = max(1, len(images))
     rows = int(np.ceil(n / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.5 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, image, caption in zip(axes.ravel(), images, captions):
+    for k, (ax, image, caption) in enumerate(zip(axes.ravel(), images, captions)):
         ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        if cams is not None:
+            ax.imshow(cams[k], cmap="jet", vmin=0, vmax=1, alpha=0.35)
         ax.set_title(caption, fontsize=7)
     if len(images) == 0:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center")
+    if note:
+        fig.suptitle(note, fontsize=8)
     fig.tight_layout()
     return save(fig, path)
 

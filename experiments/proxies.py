@@ -1,0 +1,216 @@
+"""Proxies for external validation of a binary pneumonia run, and which threshold rule survives shift.
+
+    python -m experiments.proxies --run runs/study/scratch-seed0 --datasets ../shared/datasets
+
+A run's validation split comes from the cohort it was trained on, so its figures are optimistic. This scores
+the run's best.keras (without any calibration layer: the raw scores) on:
+  - val: its own validation split, per naming cohort (`--cohort-pattern`; Kermany's normals are `NORMAL2-IM-...`
+    and `IM-...`, the pneumonia images `person...`);
+  - adult normals: the 1,200 `Normal` images of covid-radiography-2class (RSNA/NIH adults; specificity only);
+  - NIH: darkcovidnet's 500 `No_findings` against its 500 `Pneumonia` images (adult NIH ChestX-ray14, labels
+    report-mined): ROC-AUC, sensitivity, specificity;
+  - stress: the validation split under the eight acquisition shifts of `cxr evaluate --stress` at `--strengths`;
+  - loco (with `--loco-run`): the test split of a leave-one-cohort-out run of the same recipe, e.g. trained with
+    `--cohort-pattern '^(NORMAL2|IM|person)' --hold-out-cohort NORMAL2` (specificity on a normal cohort never seen).
+Each threshold rule of `--rules` picks a threshold on validation ('platt' fits Platt scaling on validation and
+cuts the calibrated probability at 0.5); the rule is then judged on every proxy. Scores are cached in
+RUN/proxies/scores.npz, so a second call with other rules is quick. Writes RUN/proxies/proxies.json and
+proxies.md; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from cxr_keras.io_utils import atomic_writer
+
+RULES = ("youden", "plateau", "platt", "fixed:0.5", "sensitivity:0.95")
+KERMANY_COHORTS = r"^(NORMAL2|IM|person)"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.proxies", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a binary run folder (best.keras, splits.csv, config.json)")
+    parser.add_argument("--datasets", default=os.path.join("..", "shared", "datasets"),
+                        help="folder holding covid-radiography-2class/ and darkcovidnet/ (default ../shared/datasets)")
+    parser.add_argument("--rules", nargs="+", default=list(RULES), help=f"threshold rules (default {' '.join(RULES)})")
+    parser.add_argument("--cohort-pattern", default=KERMANY_COHORTS, help="cohorts in val (default Kermany's)")
+    parser.add_argument("--strengths", nargs="+", type=float, default=[0.5, 1.0], help="stress strengths")
+    parser.add_argument("--stress-count", type=int, default=400, help="validation images under stress (default 400)")
+    parser.add_argument("--loco-run", help="a leave-one-cohort-out run of the same recipe (its test split)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    return parser.parse_args(argv)
+
+
+def proxy_sets(args: argparse.Namespace) -> dict[str, tuple[list[str], np.ndarray]]:
+    """name -> (paths, truth 0/1 for pneumonia) of each proxy set that is present."""
+    from cxr_keras.data.sources import load_dataset
+    from cxr_keras.data.table import relabel
+    from cxr_keras.evaluate.evaluate import run_table
+
+    val = run_table(args.run).split("val")
+    sets = {"val": (val.paths, val.labels[:, val.classes.index("PNEUMONIA")])}
+    other = {"adult_normals": ("covid-radiography-2class", {"Normal": "NORMAL", "COVID": "-"}),
+             "nih": ("darkcovidnet", {"No_findings": "NORMAL", "Pneumonia": "PNEUMONIA", "Covid-19": "-"})}
+    for name, (folder, mapping) in other.items():
+        path = os.path.join(args.datasets, folder)
+        if not os.path.isdir(path):
+            print(f"{path} is absent: the {name} proxy is left out")
+            continue
+        table = relabel(load_dataset(path), mapping)
+        truth = table.labels[:, table.classes.index("PNEUMONIA")] if "PNEUMONIA" in table.classes else \
+            np.zeros(len(table))
+        sets[name] = (table.paths, truth)
+    if args.loco_run:
+        test = run_table(args.loco_run).split("test")
+        sets["loco"] = (test.paths, test.labels[:, test.classes.index("PNEUMONIA")])
+    return sets
+
+
+def raw_scores(args: argparse.Namespace, sets: dict) -> dict[str, np.ndarray]:
+    """Scores of the run's uncalibrated model on every set and stress condition (cached in scores.npz)."""
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.evaluate.evaluate import describe_model, predict_scores, run_table, score_pixels
+    from cxr_keras.evaluate.shifts import SHIFTS, apply_shift
+    from cxr_keras.models.calibration import strip_calibration
+    from cxr_keras.models.saving import load_model
+
+    cache = os.path.join(args.run, "proxies", "scores.npz")
+    scores = dict(np.load(cache)) if os.path.exists(cache) else {}
+    model, metadata = load_model(os.path.join(args.run, "best.keras"), compile=False)
+    spec = describe_model(model, metadata)
+    model = strip_calibration(model)
+    for name, (paths, _) in sets.items():
+        if name not in scores and name != "loco":
+            scores[name] = predict_scores(model, paths, spec, args.batch_size)
+    if "loco" in sets and "loco_val" not in scores:  # the leave-one-cohort-out run's own model and validation
+        loco_model, loco_meta = load_model(os.path.join(args.loco_run, "best.keras"), compile=False)
+        loco_spec, loco_model = describe_model(loco_model, loco_meta), strip_calibration(loco_model)
+        loco_val = run_table(args.loco_run).split("val")
+        scores["loco_val"] = predict_scores(loco_model, loco_val.paths, loco_spec, args.batch_size)
+        scores["loco_val_truth"] = loco_val.labels[:, loco_val.classes.index("PNEUMONIA")]
+        scores["loco"] = predict_scores(loco_model, sets["loco"][0], loco_spec, args.batch_size)
+    keep = stress_rows(len(sets["val"][0]), args.stress_count)
+    images = None
+    for shift in SHIFTS:
+        for strength in args.strengths:
+            key = f"stress/{shift}/{strength:g}"
+            if key not in scores:
+                if images is None:
+                    images = decode_all([sets["val"][0][i] for i in keep], spec.image_size)
+                scores[key] = score_pixels(model, apply_shift(shift, images, strength), spec, args.batch_size)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with atomic_writer(cache, "wb") as f:
+        np.savez(f, **scores)
+    return scores
+
+
+def stress_rows(n: int, count: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, count)).round().astype(int))
+
+
+def threshold_for(rule: str, y_val: np.ndarray, s_val: np.ndarray) -> float:
+    """The raw-score threshold a rule picks on validation ('platt': where the calibrated probability is 0.5)."""
+    from cxr_keras.evaluate.calibration import fit_calibration
+    from cxr_keras.evaluate.thresholds import choose
+
+    if rule == "platt":
+        params = fit_calibration(y_val, s_val, "platt")
+        return float(1 / (1 + np.exp(params["intercept"][0] / params["slope"][0])))
+    return choose(y_val, s_val, rule).threshold
+
+
+def judge(args: argparse.Namespace, sets: dict, scores: dict) -> dict:
+    """Every rule's threshold and its figures on every proxy; the rule-free ROC-AUCs."""
+    from cxr_keras.data.cohorts import cohort_names
+    from cxr_keras.data.table import ImageTable
+    from cxr_keras.evaluate.metrics import summary_at_threshold
+    from cxr_keras.evaluate.shifts import SHIFTS
+
+    paths, y_val = sets["val"]
+    probe = ImageTable(paths=paths, labels=np.c_[1 - y_val, y_val], classes=["NORMAL", "PNEUMONIA"], task="binary",
+                       patients=[None] * len(paths), splits=[None] * len(paths))
+    cohorts = np.asarray(cohort_names(probe, args.cohort_pattern))
+    keep = stress_rows(len(paths), args.stress_count)
+    out: dict = {"run": args.run, "sets": {k: {"n_images": len(v[0]), "n_positive": int(v[1].sum())}
+                                           for k, v in sets.items()}, "rules": {}}
+    for rule in args.rules:
+        t = threshold_for(rule, y_val, scores["val"])
+        row: dict = {"threshold": t}
+        for name, (_, y) in sets.items():
+            if name == "loco":
+                t_loco = threshold_for(rule, scores["loco_val_truth"], scores["loco_val"])
+                row["loco"] = {"threshold": t_loco, **summary_at_threshold("binary", y, scores["loco"], t_loco)}
+            else:
+                row[name] = summary_at_threshold("binary", y, scores[name], t)
+        row["val_cohorts"] = {c: summary_at_threshold("binary", y_val[cohorts == c], scores["val"][cohorts == c], t)
+                              for c in sorted(set(cohorts))}
+        stressed = [summary_at_threshold("binary", y_val[keep], scores[f"stress/{s}/{g:g}"], t)
+                    for s in SHIFTS for g in args.strengths]
+        row["stress"] = {key: float(np.mean([r[key] for r in stressed]))
+                         for key in ("roc_auc", "sensitivity", "specificity")}
+        row["stress"]["balanced_accuracy"] = (row["stress"]["sensitivity"] + row["stress"]["specificity"]) / 2
+        row["proxy_balanced_accuracy"] = proxy_mean(row)
+        out["rules"][rule] = row
+    return out
+
+
+def proxy_mean(row: dict) -> float:
+    """One figure to rank rules: the mean balanced accuracy of the proxies, each specificity-only set paired with
+    the validation sensitivity (the positives it lacks)."""
+    values = [row["stress"]["balanced_accuracy"]]
+    if "nih" in row:
+        values.append((row["nih"]["sensitivity"] + row["nih"]["specificity"]) / 2)
+    for name in ("adult_normals", "loco"):
+        if name in row:
+            values.append((row["val"]["sensitivity"] + row[name]["specificity"]) / 2)
+    return float(np.mean(values))
+
+
+def format_table(result: dict) -> str:
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    rules = result["rules"]
+    first = next(iter(rules.values()))
+    cohorts = list(first["val_cohorts"])
+    head = ["rule", "threshold", "val sens", "val spec", *(f"val spec {c}" for c in cohorts if c != "person"),
+            "adult normals spec", "NIH sens", "NIH spec", "stress sens", "stress spec"]
+    if "loco" in first:
+        head.append("loco spec")
+    head.append("proxy bal. acc.")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rule, row in rules.items():
+        cells = [rule, fmt(row["threshold"]), fmt(row["val"]["sensitivity"]), fmt(row["val"]["specificity"]),
+                 *(fmt(row["val_cohorts"][c]["specificity"]) for c in cohorts if c != "person"),
+                 fmt(row.get("adult_normals", {}).get("specificity")), fmt(row.get("nih", {}).get("sensitivity")),
+                 fmt(row.get("nih", {}).get("specificity")), fmt(row["stress"]["sensitivity"]),
+                 fmt(row["stress"]["specificity"])]
+        if "loco" in row:
+            cells.append(fmt(row["loco"]["specificity"]))
+        cells.append(fmt(row["proxy_balanced_accuracy"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    aucs = {name: first[name]["roc_auc"] for name in ("val", "nih", "loco") if name in first}
+    aucs["stress"] = first["stress"]["roc_auc"]
+    lines += ["", "ROC-AUC (any rule): " + ", ".join(f"{k} {fmt(v)}" for k, v in aucs.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    sets = proxy_sets(args)
+    result = judge(args, sets, raw_scores(args, sets))
+    folder = os.path.join(args.run, "proxies")
+    with atomic_writer(os.path.join(folder, "proxies.json")) as f:
+        json.dump(result, f, indent=2)
+    table = format_table(result)
+    with atomic_writer(os.path.join(folder, "proxies.md")) as f:
+        f.write(f"# Proxies of external validation: {args.run}\n\n{table}")
+    print(table)
+    return result
+
+
+if __name__ == "__main__":
+    main()
