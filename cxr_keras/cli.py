@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cxr_keras.evaluate.calibration import METHODS
     from cxr_keras.evaluate.evaluate import PREPROCESS
-    from cxr_keras.evaluate.shifts import SHIFTS, STRENGTHS
+    from cxr_keras.data.shifts import SHIFTS, STRENGTHS
     from cxr_keras.evaluate.thresholds import DEFAULT_RULE
     from cxr_keras.train_cli import add_train_arguments
 

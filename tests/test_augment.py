@@ -107,3 +107,20 @@ def test_warp_matches_tensorflows_projective_transform():
     inside = reference > 0
     assert inside.mean() > 0.6
     assert np.abs(out - reference)[inside].mean() < 1.0 and np.percentile(np.abs(out - reference)[inside], 99) < 3
+
+
+@pytest.mark.parametrize("name", ["blur", "resolution", "jpeg"])
+def test_acquisition_degradations_hit_about_half_the_images_each_a_stress_shift(name):
+    """Each image is either untouched or exactly the stress test's shift at some strength up to the maximum."""
+    from cxr_keras.data.shifts import SHIFTS
+
+    yy, xx = np.mgrid[:48, :48]
+    image = np.clip(128 + 60 * np.sin(xx / 3.0) * np.cos(yy / 4.0), 0, 255).astype(np.uint8)
+    x = tf.constant(np.repeat(image[None, ..., None], 40, axis=0))
+    out = ChestXrayAugment(**{name: 0.8})(x, seed=tf.constant([7, 8])).numpy().astype(np.uint8)[..., 0]
+    untouched = [np.array_equal(o, image) for o in out]
+    assert 8 <= sum(untouched) <= 32
+    strengths = np.linspace(0, 0.8, 801)
+    for o in [o for o, same in zip(out, untouched) if not same][:4]:
+        errors = [np.abs(SHIFTS[name](image, s).astype(int) - o).max() for s in strengths]
+        assert min(errors) <= 1  # some strength within the range reproduces it

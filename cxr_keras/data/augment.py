@@ -7,7 +7,9 @@ one 256-entry table per image. Horizontal flip is off by default: the heart sits
 flipped chest film shows situs inversus, not a normal variant.
 
 The random draws are TensorFlow's, stateless and keyed by an explicit seed per batch, so the augmentations are
-the same for the same seed whatever the parallelism. The pixel work is OpenCV's `LUT` and `warpAffine` on the
+the same for the same seed whatever the parallelism. The `acquisition` preset adds what another scanner or
+workflow does to a film (blur, lost resolution, JPEG re-encoding: data/shifts.py, the stress test's shifts) at
+up to part of the stress test's full strength, each to half of the images. The pixel work is OpenCV's `LUT` and `warpAffine` on the
 uint8 images: several times faster on CPU than TensorFlow's ImageProjectiveTransformV3 (which Keras' layers use)
 and the float passes around it, and augmentation is the pipeline's main cost once decoded images are cached.
 """
@@ -27,9 +29,12 @@ PRESETS: dict[str, dict] = {
     "standard": dict(rotation=10.0, zoom=0.10, shift=0.08, shear=3.0, brightness=0.10, contrast=0.2, gamma=0.2),
     "strong": dict(rotation=15.0, zoom=0.15, shift=0.10, shear=5.0, brightness=0.15, contrast=0.3, gamma=0.3,
                    noise=4.0, cutout=0.15),
+    "acquisition": dict(rotation=10.0, zoom=0.10, shift=0.08, shear=3.0, brightness=0.10, contrast=0.3, gamma=0.3,
+                        noise=4.0, blur=0.6, resolution=0.6, jpeg=0.8),
 }
 GEOMETRY = ("rotation", "zoom", "shift", "shear", "flip")
 TONE = ("gamma", "contrast", "brightness")
+DEGRADE = ("blur", "resolution", "jpeg")  # highest strength, as a fraction of data/shifts.py's full strength
 
 
 @keras.saving.register_keras_serializable(package="cxr_keras")
@@ -39,21 +44,24 @@ class ChestXrayAugment(keras.layers.Layer):
 
     rotation and shear in degrees; zoom and shift as fractions of the image size; brightness as a fraction of
     255; contrast and gamma as the half-width of the random factor's range around 1; noise as the standard
-    deviation in pixel values. `call(images, seed=...)` takes a (2,) int seed for stateless draws. Meant for
+    deviation in pixel values; blur, resolution and jpeg as the highest strength (0..1) of data/shifts.py's
+    shift of that name, applied to a random half of the images at a uniform strength. `call(images, seed=...)` takes a (2,) int seed for stateless draws. Meant for
     tf.data (it calls OpenCV through `tf.numpy_function`), not for inside a saved model.
     """
 
     def __init__(self, rotation=0.0, zoom=0.0, shift=0.0, shear=0.0, flip=False, brightness=0.0,
-                 contrast=0.0, gamma=0.0, noise=0.0, fill_value=0.0, seed=None, **kwargs):
+                 contrast=0.0, gamma=0.0, noise=0.0, fill_value=0.0, blur=0.0, resolution=0.0, jpeg=0.0, seed=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.params = dict(rotation=rotation, zoom=zoom, shift=shift, shear=shear, flip=flip,
-                           brightness=brightness, contrast=contrast, gamma=gamma, noise=noise, fill_value=fill_value)
+                           brightness=brightness, contrast=contrast, gamma=gamma, noise=noise, fill_value=fill_value,
+                           blur=blur, resolution=resolution, jpeg=jpeg)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, seed=None, training=True):
         p = self.params
-        if not training or not any(p[k] for k in (*GEOMETRY, *TONE, "noise")):
+        if not training or not any(p[k] for k in (*GEOMETRY, *TONE, *DEGRADE, "noise")):
             return tf.cast(images, tf.float32)
         seed = self.seed_generator.next() if seed is None else seed
         geometry_seed, intensity_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -64,6 +72,12 @@ class ChestXrayAugment(keras.layers.Layer):
             warped = tf.numpy_function(_tone_and_warp, [images, *draws, float(p["fill_value"])], tf.uint8,
                                        stateful=False)
             images = tf.ensure_shape(warped, images.shape)
+        if any(p[k] for k in DEGRADE):
+            draws = tf.random.stateless_uniform([tf.shape(images)[0], len(DEGRADE)],
+                                                tf.random.experimental.stateless_fold_in(intensity_seed, 20))
+            strengths = tf.constant([float(p[k]) for k in DEGRADE])
+            degraded = tf.numpy_function(_degrade, [images, draws, strengths], tf.uint8, stateful=False)
+            images = tf.ensure_shape(degraded, images.shape)
         return self._noise(tf.cast(images, tf.float32), intensity_seed)
 
     def _uniform(self, seed, batch, half_width, index):
@@ -145,6 +159,20 @@ def _tone_and_warp(images: np.ndarray, matrices: np.ndarray, tones: np.ndarray, 
                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
         out[i] = image.reshape(out.shape[1:])
+    return out
+
+
+def _degrade(images: np.ndarray, draws: np.ndarray, strengths: np.ndarray) -> np.ndarray:
+    """Blur, resolution and JPEG shifts (data/shifts.py): each applied when its draw u > 0.5, at strength
+    (2u - 1) times its highest strength."""
+    from cxr_keras.data.shifts import SHIFTS
+
+    out = images.copy()
+    for i in range(len(images)):
+        for k, name in enumerate(DEGRADE):
+            if strengths[k] > 0 and draws[i, k] > 0.5:
+                image = out[i].reshape(out.shape[1:3])
+                out[i] = SHIFTS[name](image, float((2 * draws[i, k] - 1) * strengths[k])).reshape(out.shape[1:])
     return out
 
 
