@@ -279,9 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
     report.set_defaults(func=cmd_data_report)
 
+    from cxr_keras.data.shifts import SHIFTS, STRENGTHS
     from cxr_keras.evaluate.calibration import METHODS
     from cxr_keras.evaluate.evaluate import PREPROCESS
-    from cxr_keras.data.shifts import SHIFTS, STRENGTHS
     from cxr_keras.evaluate.thresholds import DEFAULT_RULE
     from cxr_keras.train_cli import add_train_arguments
 

@@ -74,8 +74,8 @@ def proxy_sets(args: argparse.Namespace) -> dict[str, tuple[list[str], np.ndarra
 def raw_scores(args: argparse.Namespace, sets: dict) -> dict[str, np.ndarray]:
     """Scores of the run's uncalibrated model on every set and stress condition (cached in scores.npz)."""
     from cxr_keras.data.pipeline import decode_all
-    from cxr_keras.evaluate.evaluate import describe_model, predict_scores, run_table, score_pixels
     from cxr_keras.data.shifts import SHIFTS, apply_shift
+    from cxr_keras.evaluate.evaluate import describe_model, predict_scores, run_table, score_pixels
     from cxr_keras.models.calibration import strip_calibration
     from cxr_keras.models.saving import load_model
 
@@ -127,9 +127,9 @@ def threshold_for(rule: str, y_val: np.ndarray, s_val: np.ndarray) -> float:
 def judge(args: argparse.Namespace, sets: dict, scores: dict) -> dict:
     """Every rule's threshold and its figures on every proxy; the rule-free ROC-AUCs."""
     from cxr_keras.data.cohorts import cohort_names
+    from cxr_keras.data.shifts import SHIFTS
     from cxr_keras.data.table import ImageTable
     from cxr_keras.evaluate.metrics import summary_at_threshold
-    from cxr_keras.data.shifts import SHIFTS
 
     paths, y_val = sets["val"]
     probe = ImageTable(paths=paths, labels=np.c_[1 - y_val, y_val], classes=["NORMAL", "PNEUMONIA"], task="binary",
