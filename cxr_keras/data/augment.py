@@ -11,8 +11,9 @@ the same for the same seed whatever the parallelism. The `acquisition` preset ad
 workflow does to a film (blur, lost resolution, JPEG re-encoding: data/shifts.py, the stress test's shifts) at
 up to part of the stress test's full strength, each to half of the images.
 
-The pixel work is OpenCV's `LUT` and `warpAffine` on the uint8 images: several times faster on CPU than TensorFlow's ImageProjectiveTransformV3 (which Keras' layers use)
-and the float passes around it, and augmentation is the pipeline's main cost once decoded images are cached.
+The pixel work is OpenCV's `LUT` and `warpAffine` on the uint8 images: several times faster on CPU than
+TensorFlow's ImageProjectiveTransformV3 (which Keras' layers use) and the float passes around it, and
+augmentation is the pipeline's main cost once decoded images are cached.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class ChestXrayAugment(keras.layers.Layer):
     255; contrast and gamma as the half-width of the random factor's range around 1; noise as the standard
     deviation in pixel values; blur, resolution and jpeg as the highest strength (0..1) of data/shifts.py's
     shift of that name, applied to a random half of the images at a uniform strength. `call(images, seed=...)`
-    takes a (2,) int seed for stateless draws. Meant for tf.data (it calls OpenCV through `tf.numpy_function`), not for inside a saved model.
+    takes a (2,) int seed for stateless draws. Meant for tf.data (it calls OpenCV through `tf.numpy_function`),
+    not for inside a saved model.
     """
 
     def __init__(self, rotation=0.0, zoom=0.0, shift=0.0, shear=0.0, flip=False, brightness=0.0,
