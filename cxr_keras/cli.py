@@ -164,11 +164,19 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
 
 
 def _stress_options(args: argparse.Namespace) -> dict | None:
-    if not args.stress:
-        return None
+    """--stress: the full stress test; with --run, a quick one unless --no-stress; else None."""
+    from cxr_keras.data.shifts import STRENGTHS
+
     if args.stress_count is not None and args.stress_count < 2:
         raise ValueError(f"--stress-count must be at least 2, got {args.stress_count}")
-    return {"shifts": args.stress_shifts, "strengths": tuple(args.stress_strengths), "count": args.stress_count}
+    if args.stress and args.no_stress:
+        raise ValueError("--stress and --no-stress contradict each other; give one")
+    chosen = {k: v for k, v in (("shifts", args.stress_shifts), ("count", args.stress_count)) if v is not None}
+    if args.stress:
+        return {"strengths": tuple(args.stress_strengths or STRENGTHS), "count": None, **chosen}
+    if args.run and not args.no_stress:
+        return {**({"strengths": tuple(args.stress_strengths)} if args.stress_strengths else {}), **chosen}
+    return None
 
 
 def _mapping(text: str) -> tuple[str, str]:
@@ -279,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
     report.set_defaults(func=cmd_data_report)
 
-    from cxr_keras.data.shifts import SHIFTS, STRENGTHS
+    from cxr_keras.data.shifts import SHIFTS
     from cxr_keras.evaluate.calibration import METHODS
     from cxr_keras.evaluate.evaluate import PREPROCESS
     from cxr_keras.evaluate.thresholds import DEFAULT_RULE
@@ -302,11 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cohort-column", help="or a per-image CSV column naming the cohort")
     evaluate.add_argument("--stress", action="store_true",
                           help="also re-score the split (a run's test split, else its validation) under graded "
-                          "acquisition shifts and write stress/ (stress.md, stress.json, stress.png)")
+                          "acquisition shifts, every image at 4 strengths, and write stress/ (stress.md, stress.json, "
+                          "stress.png). With --run a quick one (2 strengths, 200 images) runs unless --no-stress")
+    evaluate.add_argument("--no-stress", action="store_true", help="with --run: skip the quick stress test")
     evaluate.add_argument("--stress-shifts", nargs="+", choices=list(SHIFTS), metavar="SHIFT",
                           help=f"shifts to apply (default all: {', '.join(SHIFTS)})")
-    evaluate.add_argument("--stress-strengths", nargs="+", type=_strength, default=list(STRENGTHS),
-                          metavar="S", help="strengths in (0, 1] (default 0.25 0.5 0.75 1)")
+    evaluate.add_argument("--stress-strengths", nargs="+", type=_strength, metavar="S",
+                          help="strengths in (0, 1] (default 0.25 0.5 0.75 1; quick: 0.5 1)")
     evaluate.add_argument("--stress-count", type=int,
                           help="stress only this many evenly spaced images of the split (default all)")
     evaluate.add_argument("--model", help="a .keras model (ours, or foreign with the options below)")

@@ -216,3 +216,20 @@ def test_a_model_without_conv_features_is_evaluated_with_plain_failure_images(bl
     assert main(["evaluate", "--model", path, "--data-dir", blobs, "--class-names", "NORMAL", "PNEUMONIA",
                  "--out", out, "--resamples", "20"]) == 0
     assert os.path.getsize(os.path.join(out, "failures.png")) > 0
+
+
+def test_run_reports_say_validation_is_optimistic_and_show_the_quick_stress_test(run_dir, tmp_path, capsys):
+    out = str(tmp_path / "honest")
+    assert main(["evaluate", "--run", run_dir, "--out", out, "--resamples", "20"]) == 0
+    assert "stress test (test): " in capsys.readouterr().out
+    val_report = open(os.path.join(out, "val", "report.md")).read()
+    assert "Optimistic by construction" in val_report and "## Under acquisition shifts" in val_report
+    assert "A held-out test split of the same data" in open(os.path.join(out, "test", "report.md")).read()
+    stress = json.load(open(os.path.join(out, "stress", "stress.json")))
+    assert stress["strengths"] == [0.5, 1.0] and stress["n_images"] == 16 and len(stress["rows"]) == 17
+    metrics = json.load(open(os.path.join(out, "val", "metrics.json")))
+    assert metrics["stress"]["worst"] == stress["worst"]
+    quick = str(tmp_path / "none")
+    assert main(["evaluate", "--run", run_dir, "--out", quick, "--resamples", "20", "--no-stress"]) == 0
+    assert not os.path.exists(os.path.join(quick, "stress"))
+    assert "stress" not in json.load(open(os.path.join(quick, "val", "metrics.json")))

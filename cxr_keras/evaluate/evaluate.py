@@ -157,7 +157,8 @@ def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: 
 
 def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
                      threshold: float, threshold_rule: str, resamples: int = 1000, seed: int = 0,
-                     cohorts: list[str] | None = None, model: keras.Model | None = None) -> dict:
+                     cohorts: list[str] | None = None, model: keras.Model | None = None, caveat: str = "",
+                     stress: dict | None = None) -> dict:
     """metrics.json, figures and report.md for one set of predictions (with `cohorts`, one name per image, also
     the metrics of each cohort at the same threshold; with `model`, Grad-CAM on the mistakes); returns the
     metrics."""
@@ -165,6 +166,12 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     metrics = evaluate_scores(spec.task, spec.classes, y, scores, threshold, resamples, seed,
                               positive_index=spec.positive_index)
     metrics["threshold_rule"] = threshold_rule
+    if caveat:
+        metrics["caveat"] = caveat
+    if stress:
+        metrics["stress"] = {"split": stress.get("split"), "n_images": stress["n_images"],
+                             "strengths": stress["strengths"], "worst": stress["worst"],
+                             "unshifted": stress["rows"][0], "file": "../stress/stress.md"}
     if cohorts is not None:
         names = np.asarray(cohorts)
         metrics["cohorts"] = {name: summary_at_threshold(spec.task, y[names == name], scores[names == name],
@@ -300,6 +307,17 @@ def failure_cams(model: keras.Model, spec: ModelSpec, pixels: np.ndarray, column
         return None, f"no Grad-CAM: {reason[:110]}"
 
 
+VAL_CAVEAT = ("Optimistic by construction: these validation images come from the cohort the model was trained on, "
+              "and the threshold was chosen on them. Expect lower figures on other patients, sites and scanners; "
+              "the stress test and the per-cohort rows below are proxies for that, and docs/results.md shows how "
+              "far validation overstated an external test set.")
+TEST_CAVEAT = ("A held-out test split of the same data: patients not seen in training, but the same sites and "
+               "scanners, so still optimistic for another hospital (see the stress test below).")
+LOCO_CAVEAT = ("A held-out cohort ({cohorts}): images from a source never seen in training or validation: a proxy "
+               "for another site.")
+QUICK_STRESS = {"strengths": (0.5, 1.0), "count": 200}  # what `cxr evaluate --run` measures unless told
+
+
 def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None, resamples: int = 1000,
                  seed: int = 0, calibrate: str | None = None, stress: dict | None = None,
                  cohort_pattern: str | None = None, cohort_column: str | None = None) -> dict[str, dict]:
@@ -307,8 +325,9 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     one per finding), apply it unchanged to the test split, and write it into best.json so it travels with the
     model. With `calibrate` ('platt' or 'temperature'), first fit probability calibration on validation and save
     it inside best.keras (replacing an earlier one), so every later command and export uses calibrated scores.
-    With `stress` (keyword arguments of `stress_split`, {} for its defaults), run the shift stress test on the
-    test split (validation when there is none). Metrics per cohort when the run's config names cohorts
+    With `stress` (keyword arguments of `stress_split` over QUICK_STRESS: {} for a quick one of 2 strengths on
+    200 images), run the shift stress test on the test split (validation when there is none); every report
+    then shows its largest drops beside the figures it qualifies. Metrics per cohort when the run's config names cohorts
     (--cohort-pattern / --cohort-column) or `cohort_pattern` / `cohort_column` is given.
 
     Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures) and OUT/stress/; OUT defaults to
@@ -345,20 +364,24 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
             return cohort_names(part, cohort_pattern, cohort_column)
         return cohort_names(part, d.cohort_pattern, d.cohort_column)
 
-    results = {"val": write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
-                                       resamples, seed, cohorts(val), model)}
     test = table.split("test")
-    if len(test):
-        results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
-                                           predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
-                                           resamples, seed, cohorts(test), model)
+    part = test if len(test) else val
+    shifted = None
     if stress is not None:
         from cxr_keras.evaluate.stress import stress_split
 
-        part = test if len(test) else val
-        results["stress"] = stress_split(os.path.join(out, "stress"), model, spec, part.paths, truth(part, spec),
-                                         threshold, batch_size=d.batch_size, **stress)
-        results["stress"]["split"] = "test" if len(test) else "val"
+        shifted = stress_split(os.path.join(out, "stress"), model, spec, part.paths, truth(part, spec), threshold,
+                               batch_size=d.batch_size, **{**QUICK_STRESS, **stress})
+        shifted["split"] = "test" if len(test) else "val"
+    results = {"val": write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
+                                       resamples, seed, cohorts(val), model, caveat=VAL_CAVEAT, stress=shifted)}
+    if len(test):
+        caveat = LOCO_CAVEAT.format(cohorts=", ".join(d.hold_out_cohorts)) if d.hold_out_cohorts else TEST_CAVEAT
+        results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
+                                           predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
+                                           resamples, seed, cohorts(test), model, caveat=caveat, stress=shifted)
+    if shifted:
+        results["stress"] = shifted
     return results
 
 

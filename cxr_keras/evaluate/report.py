@@ -28,6 +28,7 @@ def format_report(metrics: dict) -> str:
              f"{metrics['ci']['resamples']} resamples, seed {metrics['ci']['seed']}.", "",
              *_dropped_lines(metrics.get("dropped")),
              *([f"Note: {metrics['note']}.", ""] if metrics.get("note") else []),
+             *([f"**{metrics['caveat']}**", ""] if metrics.get("caveat") else []),
              "| metric | value |", "|---|---|",
              f"| ROC-AUC | {_with_ci(metrics, 'roc_auc')} |"]
     for key in ("sensitivity", "specificity", "f1", "ppv", "npv"):
@@ -46,6 +47,8 @@ def format_report(metrics: dict) -> str:
     for name, row in metrics["averages"].items():
         lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['specificity']:.3f} | "
                      f"{row['f1']:.3f} |")
+    if metrics.get("stress"):
+        lines += _stress_lines(metrics["stress"])
     if metrics.get("cohorts"):
         lines += _cohort_lines(metrics["cohorts"])
     if metrics.get("failures"):
@@ -54,6 +57,19 @@ def format_report(metrics: dict) -> str:
     lines += ["", "## Figures", ""]
     lines += [f"![{name}]({path})" for name, path in metrics.get("figures", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def _stress_lines(stress: dict) -> list[str]:
+    base = stress["unshifted"]
+    lines = ["", "## Under acquisition shifts", "",
+             f"The {stress['split']} split ({stress['n_images']} images) re-scored under graded shifts (strengths "
+             f"{', '.join(f'{s:g}' for s in stress['strengths'])}); the largest drop of each figure, at this "
+             f"threshold ([table and figure]({stress['file']})):", "",
+             "| figure | unshifted | worst shifted | under |", "|---|---|---|---|"]
+    for key, worst in stress["worst"].items():
+        lines.append(f"| {key.replace('_', ' ')} | {base[key]:.3f} | {worst['value']:.3f} | {worst['shift']} "
+                     f"{worst['strength']:g} |")
+    return lines
 
 
 def _cohort_lines(cohorts: dict) -> list[str]:
