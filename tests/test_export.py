@@ -321,3 +321,15 @@ def test_a_calibrated_model_exports_with_its_calibration_inside(exported, tmp_pa
     p = TFLiteModel(os.path.join(out, "model_fp32.tflite")).predict(images)[:, 0]
     np.testing.assert_allclose(p, apply_calibration(raw, params), atol=1e-5)
     assert np.max(np.abs(p - raw)) > 0.01  # the calibration changes the probabilities
+
+
+def test_multilabel_decisions_use_each_findings_own_threshold():
+    """The model card carries one operating point per finding (as torchxrayvision's op_threshs); predict applies
+    each to its own finding."""
+    from cxr_keras.predict import _decision
+
+    card = {"threshold": [0.2, 0.7, 0.5], "artifacts": {}}
+    cuts = artifact_threshold(card, "model_fp32.tflite")
+    row = _decision(np.array([0.3, 0.6, 0.5]), ["Effusion", "Mass", "Nodule"], "multilabel", cuts, card)
+    assert row["decision"] == "Effusion|Nodule"  # 0.3 >= 0.2, 0.6 < 0.7, 0.5 >= 0.5
+    assert _decision(np.array([0.3, 0.6, 0.5]), ["A", "B", "C"], "multilabel", 0.5, {})["decision"] == "B|C"
