@@ -15,7 +15,7 @@ the run's best.keras (without any calibration layer: the raw scores) on:
 Each threshold rule of `--rules` picks a threshold on validation ('platt' fits Platt scaling on validation and
 cuts the calibrated probability at 0.5); the rule is then judged on every proxy. Scores are cached in
 RUN/proxies/scores.npz, so a second call with other rules is quick. Writes RUN/proxies/proxies.json and
-proxies.md; prints the table.
+proxies.md; prints the table. `--tta` scores with test-time augmentation (files suffixed -tta).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strengths", nargs="+", type=float, default=[0.5, 1.0], help="stress strengths")
     parser.add_argument("--stress-count", type=int, default=400, help="validation images under stress (default 400)")
     parser.add_argument("--loco-run", help="a leave-one-cohort-out run of the same recipe (its test split)")
+    parser.add_argument("--tta", action="store_true",
+                        help="score with test-time augmentation (cxr_keras/models/tta.py); files get a -tta suffix")
     parser.add_argument("--batch-size", type=int, default=64)
     return parser.parse_args(argv)
 
@@ -79,17 +81,25 @@ def raw_scores(args: argparse.Namespace, sets: dict) -> dict[str, np.ndarray]:
     from cxr_keras.models.calibration import strip_calibration
     from cxr_keras.models.saving import load_model
 
-    cache = os.path.join(args.run, "proxies", "scores.npz")
+    cache = os.path.join(args.run, "proxies", f"scores{suffix(args)}.npz")
     scores = dict(np.load(cache)) if os.path.exists(cache) else {}
     model, metadata = load_model(os.path.join(args.run, "best.keras"), compile=False)
     spec = describe_model(model, metadata)
     model = strip_calibration(model)
+    if args.tta:
+        from cxr_keras.models.tta import with_tta
+
+        model = with_tta(model)
     for name, (paths, _) in sets.items():
         if name not in scores and name != "loco":
             scores[name] = predict_scores(model, paths, spec, args.batch_size)
     if "loco" in sets and "loco_val" not in scores:  # the leave-one-cohort-out run's own model and validation
         loco_model, loco_meta = load_model(os.path.join(args.loco_run, "best.keras"), compile=False)
         loco_spec, loco_model = describe_model(loco_model, loco_meta), strip_calibration(loco_model)
+        if args.tta:
+            from cxr_keras.models.tta import with_tta
+
+            loco_model = with_tta(loco_model)
         loco_val = run_table(args.loco_run).split("val")
         scores["loco_val"] = predict_scores(loco_model, loco_val.paths, loco_spec, args.batch_size)
         scores["loco_val_truth"] = loco_val.labels[:, loco_val.classes.index("PNEUMONIA")]
@@ -107,6 +117,10 @@ def raw_scores(args: argparse.Namespace, sets: dict) -> dict[str, np.ndarray]:
     with atomic_writer(cache, "wb") as f:
         np.savez(f, **scores)
     return scores
+
+
+def suffix(args: argparse.Namespace) -> str:
+    return "-tta" if args.tta else ""
 
 
 def stress_rows(n: int, count: int) -> np.ndarray:
@@ -203,11 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
     sets = proxy_sets(args)
     result = judge(args, sets, raw_scores(args, sets))
     folder = os.path.join(args.run, "proxies")
-    with atomic_writer(os.path.join(folder, "proxies.json")) as f:
+    result["tta"] = args.tta
+    with atomic_writer(os.path.join(folder, f"proxies{suffix(args)}.json")) as f:
         json.dump(result, f, indent=2)
     table = format_table(result)
-    with atomic_writer(os.path.join(folder, "proxies.md")) as f:
-        f.write(f"# Proxies of external validation: {args.run}\n\n{table}")
+    with atomic_writer(os.path.join(folder, f"proxies{suffix(args)}.md")) as f:
+        f.write(f"# Proxies of external validation: {args.run}{' (TTA)' if args.tta else ''}\n\n{table}")
     print(table)
     return result
 
