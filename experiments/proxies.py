@@ -16,6 +16,8 @@ Each threshold rule of `--rules` picks a threshold on validation ('platt' fits P
 cuts the calibrated probability at 0.5); the rule is then judged on every proxy. Scores are cached in
 RUN/proxies/scores.npz, so a second call with other rules is quick. Writes RUN/proxies/proxies.json and
 proxies.md; prints the table. `--tta` scores with test-time augmentation (files suffixed -tta).
+
+    python -m experiments.proxies --table plateau RUN1 RUN2 ...     # the variant table of docs/results.md
 """
 
 from __future__ import annotations
@@ -212,7 +214,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if argv[:1] == ["--table"]:  # python -m experiments.proxies --table RULE RUN...
+        print(variants_table(argv[2:], argv[1]))
+        return None
     args = parse_args(argv)
     sets = proxy_sets(args)
     result = judge(args, sets, raw_scores(args, sets))
@@ -225,6 +234,33 @@ def main(argv: list[str] | None = None) -> dict:
         f.write(f"# Proxies of external validation: {args.run}{' (TTA)' if args.tta else ''}\n\n{table}")
     print(table)
     return result
+
+
+
+def variants_table(runs: list[str], rule: str) -> str:
+    """One row per run (its proxies.json and proxies-tta.json if present) at one threshold rule: the variant
+    table of docs/results.md."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    head = ["run", "val ROC-AUC", "val bal. acc.", "val spec NORMAL2", "adult normals spec", "NIH ROC-AUC",
+            "stress ROC-AUC", "stress spec", "loco spec", "proxy bal. acc."]
+    lines = [f"At threshold rule `{rule}`.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        for tag in ("", "-tta"):
+            path = os.path.join(run, "proxies", f"proxies{tag}.json")
+            if not os.path.exists(path):
+                continue
+            row = json.load(open(path))["rules"].get(rule)
+            if row is None:
+                continue
+            val = row["val"]
+            cells = [os.path.basename(run.rstrip("/")) + (" + TTA" if tag else ""), fmt(val["roc_auc"]),
+                     fmt((val["sensitivity"] + val["specificity"]) / 2),
+                     fmt(row["val_cohorts"].get("NORMAL2", {}).get("specificity")),
+                     fmt(row.get("adult_normals", {}).get("specificity")), fmt(row.get("nih", {}).get("roc_auc")),
+                     fmt(row["stress"]["roc_auc"]), fmt(row["stress"]["specificity"]),
+                     fmt(row.get("loco", {}).get("specificity")), fmt(row["proxy_balanced_accuracy"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""experiments.proxies: each rule's threshold and figures on every proxy set, on a tiny run and stand-in sets."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from helpers import write_blob_dataset
+
+from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+from cxr_keras.evaluate.calibration import apply_calibration, fit_calibration
+from cxr_keras.train import run_experiment
+from experiments import proxies
+
+
+def test_platt_rule_is_the_raw_threshold_where_the_calibrated_probability_is_one_half():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = 1 / (1 + np.exp(-(3 * (y - 0.5) + rng.normal(0, 1.2, 200))))
+    t = proxies.threshold_for("platt", y, s)
+    assert apply_calibration(np.array([t]), fit_calibration(y, s, "platt"))[0] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_proxies_of_a_tiny_run_on_stand_in_datasets(tmp_path, capsys):
+    data = write_blob_dataset(str(tmp_path / "data"), n_per_class=30, size=32, seed=1)
+    os.rename(os.path.join(data, "NORMAL"), os.path.join(data, "NORMAL_"))  # Kermany's class names, two cohorts
+    os.makedirs(os.path.join(data, "NORMAL"))
+    for k, name in enumerate(sorted(os.listdir(os.path.join(data, "NORMAL_")))):
+        new = ("NORMAL2-IM-" if k % 2 else "IM-") + f"{k:04d}-0001.png"
+        os.rename(os.path.join(data, "NORMAL_", name), os.path.join(data, "NORMAL", new))
+    os.rmdir(os.path.join(data, "NORMAL_"))
+    for k, name in enumerate(sorted(os.listdir(os.path.join(data, "PNEUMONIA")))):
+        os.rename(os.path.join(data, "PNEUMONIA", name), os.path.join(data, "PNEUMONIA", f"person{k}_virus_1.png"))
+    config = ExperimentConfig(
+        name="p", runs_dir=str(tmp_path / "runs"),
+        data=DataConfig(data_dir=data, image_size=32, batch_size=16, split_ratios=(0.6, 0.4, 0.0), augment="none"),
+        model=ModelConfig(backbone="baseline", weights="none"),
+        train=TrainConfig(stages=[StageConfig(epochs=1, trainable="all")], tensorboard=False))
+    run = run_experiment(config, quiet=True)
+    other = tmp_path / "datasets"
+    blobs = write_blob_dataset(str(tmp_path / "other"), n_per_class=10, size=40, seed=2)
+    shutil.copytree(os.path.join(blobs, "NORMAL"), other / "covid-radiography-2class" / "Normal")
+    shutil.copytree(os.path.join(blobs, "PNEUMONIA"), other / "covid-radiography-2class" / "COVID")
+    shutil.copytree(os.path.join(blobs, "NORMAL"), other / "darkcovidnet" / "No_findings")
+    shutil.copytree(os.path.join(blobs, "PNEUMONIA"), other / "darkcovidnet" / "Pneumonia")
+    shutil.copytree(os.path.join(blobs, "PNEUMONIA"), other / "darkcovidnet" / "Covid-19")
+    result = proxies.main(["--run", run, "--datasets", str(other), "--rules", "youden", "plateau",
+                           "--strengths", "1", "--stress-count", "10"])
+    assert set(result["rules"]) == {"youden", "plateau"}
+    assert result["sets"]["adult_normals"] == {"n_images": 10, "n_positive": 0}
+    scores = np.load(os.path.join(run, "proxies", "scores.npz"))
+    for row in result["rules"].values():
+        decided = scores["adult_normals"] >= row["threshold"]
+        assert row["adult_normals"]["specificity"] == pytest.approx(1 - decided.mean())
+        assert row["adult_normals"]["sensitivity"] is None
+        assert set(row["val_cohorts"]) == {"IM", "NORMAL2", "person"}
+    assert json.load(open(os.path.join(run, "proxies", "proxies.json")))["rules"]["youden"]["threshold"] == \
+        result["rules"]["youden"]["threshold"]
+    assert "| youden |" in capsys.readouterr().out
