@@ -129,7 +129,8 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
             _say(quiet, f"\nStage {index + 1}/{len(stages)} '{stage.name or stage.trainable}': epochs "
                         f"{epoch_start + 1}-{epoch_end}, {unfrozen} backbone layers trainable, learning rate "
                         f"{stage.learning_rate:g} ({stage.schedule}, warm-up {stage.warmup_epochs:g} epochs)")
-        callbacks = _callbacks(config, run_dir, index, state, _metadata(config, table), train_ds, pretrained)
+        callbacks = _callbacks(config, run_dir, index, state, _metadata(config, table, weighting), train_ds,
+                               pretrained)
         callbacks += [budget] if budget else []
         callbacks += extra_callbacks
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(epoch_start, state["epoch"]),
@@ -293,7 +294,19 @@ def pixel_statistics(dataset: tf.data.Dataset, batches: int = 20) -> tuple[float
     return float(mean), float(max(np.sqrt(total_sq / count - mean**2), 1.0))
 
 
-def _metadata(config: ExperimentConfig, table: ImageTable) -> dict:
+def training_prior(config: ExperimentConfig, table: ImageTable, weighting: dict | None = None) -> list[float] | None:
+    """Per sigmoid output, the positive rate the weighted training loss saw (0.5 under balanced class weights;
+    the plain training prevalence without weighting): where the `balanced` threshold rule cuts. None for
+    multi-class models."""
+    if table.task == "multiclass":
+        return None
+    weighting = _weighting(config, table) if weighting is None else weighting
+    targets = table.split("train").targets()
+    bias = initial_bias(targets, table.task, _positive_weight(weighting, table.task, targets.shape[1]))
+    return [float(v) for v in 1 / (1 + np.exp(-bias))]
+
+
+def _metadata(config: ExperimentConfig, table: ImageTable, weighting: dict) -> dict:
     return {
         "format": "cxr_keras.model/1", "task": table.task, "classes": table.classes,
         "positive_class": table.classes[table.positive_index] if table.task == "binary" else None,
@@ -303,6 +316,7 @@ def _metadata(config: ExperimentConfig, table: ImageTable) -> dict:
         "backbone": config.model.backbone, "weights": config.model.weights, "threshold": 0.5,
         "threshold_rule": "default 0.5; choose an operating point on validation with cxr evaluate",
         "monitor": config.train.monitor, "versions": versions(),
+        "training_prior": training_prior(config, table, weighting),
     }
 
 

@@ -43,3 +43,23 @@ def test_initial_bias_reproduces_priors():
     onehot = np.eye(3)[[0, 1, 1, 2, 2, 2]]
     bias = initial_bias(onehot, "multiclass")
     np.testing.assert_allclose(np.exp(bias) / np.exp(bias).sum(), [1 / 6, 2 / 6, 3 / 6])
+
+
+def test_training_prior_is_the_positive_rate_the_weighted_loss_sees():
+    """0.5 under balanced class weights; the plain prevalence without weighting; w p / (w p + 1 - p) per finding
+    under capped positive weights."""
+    from cxr_keras.config import ExperimentConfig, TrainConfig
+    from cxr_keras.data.table import ImageTable
+    from cxr_keras.train import training_prior
+
+    n = 40
+    labels = np.eye(2)[[1] * 30 + [0] * 10]  # 75% positive
+    table = ImageTable(paths=[f"{k}.png" for k in range(n)], labels=labels, classes=["NORMAL", "PNEUMONIA"],
+                       task="binary", patients=[None] * n, splits=["train"] * n)
+    assert training_prior(ExperimentConfig(), table) == pytest.approx([0.5])
+    assert training_prior(ExperimentConfig(train=TrainConfig(balance="none")), table) == pytest.approx([0.75])
+    multi = ImageTable(paths=table.paths, labels=np.c_[np.r_[np.ones(2), np.zeros(38)], np.r_[np.ones(20),
+                       np.zeros(20)]], classes=["Mass", "Effusion"], task="multilabel", patients=[None] * n,
+                       splits=["train"] * n)
+    p, w = 2 / 40, 10.0  # Mass: 5% positive, its weight 19 capped at 10
+    assert training_prior(ExperimentConfig(), multi) == pytest.approx([w * p / (w * p + 1 - p), 0.5])

@@ -62,6 +62,9 @@ def test_a_held_out_cohort_run_is_tested_on_that_cohort_only(tmp_path, capsys):
     assert not any("patientB" in row for row in splits if ",test," not in row)
     capsys.readouterr()
     assert main(["evaluate", "--run", run, "--resamples", "20"]) == 0
+    best = json.load(open(os.path.join(run, "best.json")))  # the default rule: the training prior, 0.5 here
+    assert best["training_prior"] == pytest.approx([0.5]) and best["threshold"] == pytest.approx(0.5)
+    assert best["threshold_rule"].startswith("balanced (prior 0.5)")
     test = json.load(open(os.path.join(run, "evaluation", "test", "metrics.json")))
     val = json.load(open(os.path.join(run, "evaluation", "val", "metrics.json")))
     assert test["n_images"] == 12 and test["sensitivity"] is None  # the held-out cohort has normals only

@@ -109,3 +109,11 @@ def test_margin_fixed_and_parse_errors():
                          ("sensitivity:1.5", "target in"), ("median", "must be one of")]:
         with pytest.raises(ValueError, match=message):
             parse_rule(bad)
+
+
+def test_balanced_cuts_at_the_training_prior_whatever_validation_says():
+    y, s = data()
+    assert choose(y, s, "balanced", prior=0.3).threshold == 0.3
+    point = choose(y, s, "balanced")
+    assert point.threshold == 0.5 and "unknown" in point.rule
+    assert point.specificity == apply_threshold(y, s, 0.5)["specificity"]

@@ -134,24 +134,27 @@ def truth(table: ImageTable, spec: ModelSpec) -> np.ndarray:
     return labels[:, spec.positive_index] if spec.task == "binary" else labels
 
 
-def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str) -> dict:
-    """An operating point on (validation) data from a rule such as 'plateau', 'youden' or 'sensitivity:0.95'."""
-    return choose(y, scores, rule).to_dict()
+def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str, prior: float | None = None) -> dict:
+    """An operating point on (validation) data from a rule such as 'balanced', 'youden' or 'sensitivity:0.95'."""
+    return choose(y, scores, rule, prior).to_dict()
 
 
-def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: str) -> tuple[float | list, list]:
+def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: str,
+                      priors: list[float] | None = None) -> tuple[float | list, list]:
     """The model's threshold(s) by `rule` on validation: one for a binary model, one per finding for a multi-label
-    one (a finding without both kinds of example keeps 0.5, and says so); returns (thresholds, points)."""
+    one (a finding without both kinds of example keeps 0.5, and says so); returns (thresholds, points).
+    `priors`: the training prior of each output, for the `balanced` rule."""
+    prior = (lambda k: priors[k] if priors else None)  # noqa: E731
     if spec.task == "binary":
-        point = choose_threshold(y, scores, rule)
+        point = choose_threshold(y, scores, rule, prior(0))
         return point["threshold"], [point]
     points = []
     for k, name in enumerate(spec.classes):
-        if y[:, k].min() == y[:, k].max():
+        if y[:, k].min() == y[:, k].max() and not rule.startswith(("balanced", "fixed")):
             points.append({"class": name, "threshold": 0.5, "rule": "default 0.5: validation lacks positives or "
                                                                      "negatives of this finding"})
         else:
-            points.append({"class": name, **choose_threshold(y[:, k], scores[:, k], rule)})
+            points.append({"class": name, **choose_threshold(y[:, k], scores[:, k], rule, prior(k))})
     return [p["threshold"] for p in points], points
 
 
@@ -350,7 +353,10 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
         s_val = predict_scores(model, val.paths, spec, d.batch_size)
     threshold, how = spec.threshold, spec.threshold_rule
     if spec.task != "multiclass":
-        threshold, points = choose_thresholds(spec, y_val, s_val, rule)
+        # calibrated probabilities carry validation's prevalence: that is the prior `balanced` cuts at then
+        priors = (list(np.atleast_1d(y_val.reshape(len(y_val), -1).mean(axis=0)))
+                  if calibrate or metadata.get("calibration") else _priors(metadata, run_dir))
+        threshold, points = choose_thresholds(spec, y_val, s_val, rule, priors)
         named = points[0]["rule"] if spec.task == "binary" else rule
         how = f"{named} on validation ({len(val)} images)" + (f", {calibrate}-calibrated" if calibrate else "")
         metadata.update(threshold=threshold, threshold_rule=how,
@@ -383,6 +389,16 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     if shifted:
         results["stress"] = shifted
     return results
+
+
+def _priors(metadata: dict, run_dir: str) -> list[float] | None:
+    """The training prior of each output: from the model's metadata, else worked out from the run's config."""
+    if metadata.get("training_prior"):
+        return metadata["training_prior"]
+    from cxr_keras.config import ExperimentConfig
+    from cxr_keras.train import training_prior
+
+    return training_prior(ExperimentConfig.load(os.path.join(run_dir, "config.json")), run_table(run_dir))
 
 
 def calibrate_model(model_path: str, model: keras.Model, metadata: dict, spec: ModelSpec, y_val: np.ndarray,

@@ -4,10 +4,13 @@ A threshold is chosen on validation data by a stated rule and then applied uncha
 and the value travel with the model (best.json, model card).
 
 Rules, as written on the command line (`RULE[:ARG]`):
+  balanced        the positive rate the training loss saw (`training_prior` in the model's metadata): 0.5 for
+                  a model trained with balanced class weights, the training prevalence without weighting; the
+                  equal-cost decision on balanced classes. It takes nothing from validation, so validation's
+                  near-separability cannot drag it to an extreme. The default: on the proxies for external data
+                  it was best or tied (docs/results.md, "Thresholds that transfer").
   plateau[:TOL]   the middle (in logit space) of Youden's optimal plateau: the run of thresholds whose
-                  sensitivity + specificity - 1 is within TOL (default 0.01) of its maximum. The default,
-                  because on a near-separable validation set Youden's argmax sits at the plateau's edge and
-                  moves with any shift of the scores (docs/results.md measures it).
+                  sensitivity + specificity - 1 is within TOL (default 0.01) of its maximum.
   youden          max sensitivity + specificity - 1 (the plateau's first point reached from above).
   f1              max F1.
   sensitivity:T[+M]  the highest threshold whose sensitivity reaches T + M (M: a safety margin).
@@ -22,8 +25,8 @@ import dataclasses
 import numpy as np
 from sklearn.metrics import roc_curve
 
-RULES = ("plateau", "youden", "f1", "sensitivity", "specificity", "fixed")
-DEFAULT_RULE = "plateau"
+RULES = ("balanced", "plateau", "youden", "f1", "sensitivity", "specificity", "fixed")
+DEFAULT_RULE = "balanced"
 PLATEAU_TOLERANCE = 0.01
 
 
@@ -78,14 +81,19 @@ def parse_rule(text: str) -> tuple[str, float | None]:
         raise ValueError(f"rule {name} needs a target in (0, 1], e.g. {name}:0.95 (got {text!r})")
     if name == "fixed" and value is None:
         raise ValueError("rule fixed needs a threshold, e.g. fixed:0.5")
-    if name in ("youden", "f1") and value is not None:
+    if name in ("youden", "f1", "balanced") and value is not None:
         raise ValueError(f"rule {name} takes no argument (got {text!r})")
     return name, value
 
 
-def choose(y_true: np.ndarray, scores: np.ndarray, rule: str = DEFAULT_RULE) -> OperatingPoint:
-    """An operating point on (validation) data from a rule as written on the command line."""
+def choose(y_true: np.ndarray, scores: np.ndarray, rule: str = DEFAULT_RULE, prior: float | None = None
+           ) -> OperatingPoint:
+    """An operating point on (validation) data from a rule as written on the command line; `prior` is the
+    training prior the `balanced` rule cuts at (unknown: 0.5, and the rule's label says so)."""
     name, value = parse_rule(rule)
+    if name == "balanced":
+        label = f"balanced (prior {prior:.3g})" if prior is not None else "balanced (training prior unknown: 0.5)"
+        return _point_at(y_true, scores, 0.5 if prior is None else float(prior), label)
     if name == "plateau":
         return plateau_middle(y_true, scores, PLATEAU_TOLERANCE if value is None else value, label=rule)
     if name == "fixed":
