@@ -295,12 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate", help="metrics with CIs, threshold, figures and report.md for a model on a dataset",
-        description="Evaluate a run (--run: threshold chosen on its validation split, applied to its test split) "
+        description="Evaluate a run (--run: threshold chosen by --rule, applied to its test split) "
         "or any Keras classifier on a dataset (--model and --data-dir).")
     evaluate.add_argument("--run", help="a run folder: evaluates its best.keras on its own val and test splits")
     evaluate.add_argument("--rule", default=DEFAULT_RULE,
-                          help=f"threshold rule on validation (default {DEFAULT_RULE}): plateau[:TOL] (middle of "
-                          "Youden's optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], "
+                          help=f"threshold rule (default {DEFAULT_RULE}: the positive rate the training loss saw, 0.5 "
+                          "under class weights; docs/results.md says why), or on validation: plateau[:TOL] (middle "
+                          "of Youden's optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], "
                           "fixed:T; multi-label models get one threshold per finding")
     evaluate.add_argument("--calibrate", choices=METHODS,
                           help="with --run: fit probability calibration on validation and store it inside "

@@ -6,8 +6,9 @@ on the Kermany pediatric pneumonia data; see docs/results.md.
 MobileNetV2 with random weights at 128 px, one all-trainable stage of 16 epochs: Adam 1e-3 with a one-epoch
 warm-up and cosine decay to 0, the 'standard' augmentation, class weights, BatchNorm momentum 0.9 and BatchNorm
 statistics recalibrated before each validation (docs/training.md explains why). The split is a seeded,
-patient-grouped, stratified 80/20 train/validation split of the folder; the operating threshold is chosen on
-validation (Youden) and the validation metrics are reported at it, with bootstrap 95% intervals.
+patient-grouped, stratified 80/20 train/validation split of the folder; the operating threshold is the default
+rule's (`balanced`: the training prior, 0.5 under class weights; docs/results.md says why not Youden's) and the
+validation metrics are reported at it, with bootstrap 95% intervals, beside a quick shift stress test.
 
 Afterwards: Grad-CAM of 12 validation images, SavedModel + TFLite fp32/int8 export with a parity report on the
 validation images into saved_models/<run name>/, and RUN/result.json with the row of the results table
