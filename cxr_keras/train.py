@@ -18,7 +18,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -43,7 +45,7 @@ from cxr_keras.models.finetune import (
 )
 from cxr_keras.models.saving import load_model, save_model
 from cxr_keras.models.weights import init_from_model, is_pretrained, resolve_weights
-from cxr_keras.runtime import make_strategy, precision, seed_everything, versions
+from cxr_keras.runtime import is_chief, make_strategy, precision, seed_everything, versions
 
 
 class RunError(ValueError):
@@ -59,6 +61,15 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
     non-empty folder is never overwritten. `callbacks` are added to every stage's `fit`.
     """
     with contextlib.ExitStack() as hold:  # the run folder's lock, held until the run ends
+        if _multiworker(config, resume):
+            make_strategy("multiworker")  # before TensorFlow runs any op, or collectives cannot be configured
+            if resume:
+                raise RunError("--resume of a multi-worker run is not supported yet; start a new run (see "
+                               "docs/training.md, Scale)")
+            if not is_chief():  # only the chief writes the run folder; the others write to a temporary one
+                run_dir = tempfile.mkdtemp(prefix="cxr-keras-worker-")
+                hold.callback(shutil.rmtree, run_dir, True)
+                _say(quiet, f"Not the chief worker: this process writes to {run_dir}, removed at the end")
         if resume:
             config, run_dir = _config_for_resume(resume, config), resume
             table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
@@ -85,6 +96,12 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             raise
 
 
+def _multiworker(config: ExperimentConfig | None, resume: str | None) -> bool:
+    if config is None and resume:
+        config = ExperimentConfig.load(os.path.join(resume, "config.json"))
+    return config is not None and config.train.strategy == "multiworker"
+
+
 def _split(table: ImageTable, data) -> ImageTable:
     """The run's split: the data's own or a seeded one, or with --hold-out-cohort those cohorts as test."""
     if data.hold_out_cohorts:
@@ -104,6 +121,10 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
     steps = train.steps_per_epoch or int(np.ceil(len(table.split("train")) / data.batch_size))
     if train.steps_per_epoch:
         train_ds = train_ds.repeat()
+    if train.strategy == "multiworker":  # the memory cache is one tensor, not files: shard the batches' elements
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
 
     pretrained = is_pretrained(config.model.weights)
     stages = plan_stages(train.stages, pretrained)
@@ -133,6 +154,10 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
                                pretrained)
         callbacks += [budget] if budget else []
         callbacks += extra_callbacks
+        if train.strategy == "multiworker":
+            from cxr_keras.multiworker import fix_fit
+
+            fix_fit(model, train_ds)
         model.fit(train_ds, validation_data=val_ds, initial_epoch=max(epoch_start, state["epoch"]),
                   epochs=epoch_end, steps_per_epoch=steps if train.steps_per_epoch else None,
                   class_weight=weighting.get("class_weight"), callbacks=callbacks, shuffle=False,
