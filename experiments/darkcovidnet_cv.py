@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
             run_experiment(config, run_dir=run_dir, quiet=args.quiet)
             val = run_table(run_dir).split("val")
             explain(os.path.join(run_dir, "best.keras"), val.paths, os.path.join(run_dir, "gradcam"), figures=0)
-            evaluate_run(run_dir)
+            evaluate_run(run_dir, stress=None)  # per fold: the border check is this experiment's proxy
         with open(done) as f:
             metrics = json.load(f)
         with open(os.path.join(run_dir, "gradcam", "gradcam.json")) as f:

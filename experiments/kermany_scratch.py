@@ -70,8 +70,13 @@ def run_recipe(prog: str, doc: str, config: ExperimentConfig, sample: dict, argv
     train_seconds = time.perf_counter() - start
     peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     val = evaluate_run(run_dir)["val"]
-    print(f"\nvalidation (threshold chosen on it): {summary_line(val)}, "
-          f"balanced accuracy {val['balanced_accuracy']:.3f}")
+    print(f"\nvalidation (optimistic: same cohort as training): {summary_line(val)}, "
+          f"balanced accuracy {val['balanced_accuracy']:.3f}, threshold {val['threshold']:.3f} "
+          f"({val['threshold_rule']})")
+    if val.get("stress"):
+        print("under acquisition shifts: " + "; ".join(
+            f"{k.replace('_', ' ')} down to {w['value']:.3f} ({w['shift']} {w['strength']:g})"
+            for k, w in val["stress"]["worst"].items() if k in ("roc_auc", "sensitivity", "specificity")))
     result = result_row(run_dir, val, train_seconds, peak_bytes)
     if not args.no_export:
         result.update(export_int8(run_dir))

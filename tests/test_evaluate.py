@@ -126,7 +126,9 @@ def test_calibrating_a_run_stores_platt_scaling_in_best_keras(run_dir, tmp_path,
 
 def test_evaluate_run_returns_val_and_test(run_dir, tmp_path):
     results = evaluate_run(run_dir, "youden", str(tmp_path / "again"), resamples=50)
-    assert set(results) == {"val", "test"} and results["val"]["threshold_rule"].startswith("youden")
+    assert set(results) == {"val", "test", "stress"} and results["val"]["threshold_rule"].startswith("youden")
+    assert results["stress"]["split"] == "test" and results["stress"]["strengths"] == [0.5, 1.0]
+    assert set(evaluate_run(run_dir, "youden", str(tmp_path / "plain"), resamples=20, stress=None)) == {"val", "test"}
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])

@@ -322,16 +322,16 @@ QUICK_STRESS = {"strengths": (0.5, 1.0), "count": 200}  # what `cxr evaluate --r
 
 
 def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None, resamples: int = 1000,
-                 seed: int = 0, calibrate: str | None = None, stress: dict | None = None,
+                 seed: int = 0, calibrate: str | None = None, stress: dict | None = QUICK_STRESS,
                  cohort_pattern: str | None = None, cohort_column: str | None = None) -> dict[str, dict]:
     """Evaluate a run's best.keras on its own splits: choose the threshold on validation by `rule` (multi-label:
     one per finding), apply it unchanged to the test split, and write it into best.json so it travels with the
     model. With `calibrate` ('platt' or 'temperature'), first fit probability calibration on validation and save
     it inside best.keras (replacing an earlier one), so every later command and export uses calibrated scores.
-    With `stress` (keyword arguments of `stress_split` over QUICK_STRESS: {} for a quick one of 2 strengths on
-    200 images), run the shift stress test on the test split (validation when there is none); every report
-    then shows its largest drops beside the figures it qualifies. Metrics per cohort when the run's config names cohorts
-    (--cohort-pattern / --cohort-column) or `cohort_pattern` / `cohort_column` is given.
+    `stress` (keyword arguments of `stress_split` over QUICK_STRESS; by default that quick one, 2 strengths on
+    200 images; None: none) runs the shift stress test on the test split (validation when there is none); every
+    report then shows its largest drops beside the figures it qualifies. Metrics per cohort when the run's config
+    names cohorts (--cohort-pattern / --cohort-column) or `cohort_pattern` / `cohort_column` is given.
 
     Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures) and OUT/stress/; OUT defaults to
     RUN_DIR/evaluation.
