@@ -35,3 +35,33 @@ def test_the_wrapped_model_averages_the_views_and_round_trips(tmp_path):
     save_model(tta, str(tmp_path / "tta.keras"))
     again, _ = load_model(str(tmp_path / "tta.keras"), compile=False)
     np.testing.assert_allclose(again.predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_cxr_evaluate_tta_scores_the_mean_of_the_views(tmp_path, capsys):
+    import json
+    import os
+
+    from helpers import write_blob_dataset
+
+    from cxr_keras.cli import main
+    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.sources import load_dataset
+
+    data = write_blob_dataset(str(tmp_path / "data"), n_per_class=8, size=32, seed=3)
+    inputs = keras.Input((32, 32, 1))
+    hidden = keras.layers.Conv2D(2, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(hidden))
+    model = keras.Model(inputs, outputs)
+    model.save(str(tmp_path / "m.keras"))
+    out = str(tmp_path / "ev")
+    assert main(["evaluate", "--model", str(tmp_path / "m.keras"), "--data-dir", data, "--class-names", "NORMAL",
+                 "PNEUMONIA", "--tta", "--out", out, "--resamples", "10"]) == 0
+    rows = open(os.path.join(out, "scores.csv")).read().splitlines()[1:]
+    table = load_dataset(data)
+    pixels = decode_all(table.paths, (32, 32)).astype("float32")
+    expected = with_tta(model).predict(pixels, verbose=0)[:, 0]
+    got = {r.split(",")[0]: float(r.split(",")[2]) for r in rows}
+    np.testing.assert_allclose([got[p] for p in table.paths], expected, atol=1e-5)
+    assert json.load(open(os.path.join(out, "metrics.json")))["n_images"] == 16
+    assert main(["evaluate", "--run", str(tmp_path), "--tta"]) == 2
+    assert "--tta is for --model" in capsys.readouterr().err
