@@ -128,7 +128,8 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
 
     import numpy as np
 
-    from cxr_keras.evaluate.evaluate import describe_model, predict_scores, truth, write_evaluation
+    from cxr_keras.evaluate.evaluate import write_evaluation
+    from cxr_keras.evaluate.inference import describe_model, predict_scores, truth
     from cxr_keras.models.saving import load_model
 
     model, metadata = load_model(args.model, compile=False)
@@ -299,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cxr_keras.data.shifts import SHIFTS
     from cxr_keras.evaluate.calibration import METHODS
-    from cxr_keras.evaluate.evaluate import PREPROCESS
+    from cxr_keras.evaluate.inference import PREPROCESS
     from cxr_keras.evaluate.thresholds import DEFAULT_RULE
     from cxr_keras.train_cli import add_train_arguments
 

@@ -284,7 +284,7 @@ def recalibrated_point(y_true: np.ndarray, scores: np.ndarray, sensitivity: floa
 def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalibrate: bool = False) -> dict:
     """`parity_report` on the images and labels of a table (decoded as the training pipeline decodes them)."""
     from cxr_keras.data.pipeline import decode_all
-    from cxr_keras.evaluate.evaluate import describe_model, truth
+    from cxr_keras.evaluate.inference import describe_model, truth
     from cxr_keras.models.saving import load_model
 
     model, metadata = load_model(model_path, compile=False)

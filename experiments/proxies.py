@@ -80,7 +80,8 @@ def raw_scores(args: argparse.Namespace, sets: dict) -> dict[str, np.ndarray]:
     """Scores of the run's uncalibrated model on every set and stress condition (cached in scores.npz)."""
     from cxr_keras.data.pipeline import decode_all
     from cxr_keras.data.shifts import SHIFTS, apply_shift
-    from cxr_keras.evaluate.evaluate import describe_model, predict_scores, run_table, score_pixels
+    from cxr_keras.evaluate.evaluate import run_table
+    from cxr_keras.evaluate.inference import describe_model, predict_scores, score_pixels
     from cxr_keras.models.calibration import strip_calibration
     from cxr_keras.models.saving import load_model
 

@@ -14,7 +14,8 @@ from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageCon
 from cxr_keras.data.sources import load_dataset
 from cxr_keras.data.splits import apply_saved_splits
 from cxr_keras.evaluate.calibration import apply_calibration
-from cxr_keras.evaluate.evaluate import describe_model, evaluate_run, predict_scores, run_table, truth
+from cxr_keras.evaluate.evaluate import evaluate_run, run_table
+from cxr_keras.evaluate.inference import describe_model, predict_scores, truth
 from cxr_keras.evaluate.thresholds import choose
 from cxr_keras.models.calibration import Calibration, strip_calibration
 from cxr_keras.models.saving import load_model

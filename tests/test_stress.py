@@ -14,7 +14,7 @@ from cxr_keras.cli import main
 from cxr_keras.data.pipeline import decode_all
 from cxr_keras.data.shifts import SHIFTS, apply_shift
 from cxr_keras.data.sources import load_dataset
-from cxr_keras.evaluate.evaluate import describe_model, score_pixels
+from cxr_keras.evaluate.inference import describe_model, score_pixels
 from cxr_keras.evaluate.stress import stress_test
 
 

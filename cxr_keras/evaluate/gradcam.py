@@ -197,7 +197,7 @@ def save_mean_maps(cams: np.ndarray, explained: list[str], path: str) -> dict[st
 
 def _probabilities(predictions: np.ndarray, output: str) -> np.ndarray:
     """(N, K) class probabilities from model outputs (a single sigmoid becomes two columns)."""
-    from cxr_keras.evaluate.evaluate import softmax
+    from cxr_keras.evaluate.inference import softmax
 
     p = np.asarray(predictions, dtype=float)
     if output == "logits":
@@ -265,7 +265,7 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
     from cxr_keras.data.table import write_dropped
     from cxr_keras.data.verify import verify_files
     from cxr_keras.evaluate import plots
-    from cxr_keras.evaluate.evaluate import _feed, describe_model
+    from cxr_keras.evaluate.inference import describe_model, feed
     from cxr_keras.io_utils import atomic_writer
     from cxr_keras.models.saving import load_model
 
@@ -280,7 +280,7 @@ def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam"
         raise ValueError(f"none of the images can be read; see {os.path.join(out, 'dropped.csv')}")
     raw = np.concatenate([x.numpy() for x, _ in make_dataset(paths, np.zeros((len(paths), 1)), spec.image_size,
                                                               batch_size, cache=None)])
-    fed = np.asarray(_feed(tf.constant(raw), spec))
+    fed = np.asarray(feed(tf.constant(raw), spec))
     cams, explained, predictions = compute_cams(model, fed, method, layer, class_index, batch_size)
     os.makedirs(out, exist_ok=True)
     with atomic_writer(os.path.join(out, "cams.npy"), "wb") as f:

@@ -15,7 +15,7 @@ import numpy as np
 
 from cxr_keras.data.pipeline import decode_all
 from cxr_keras.data.shifts import SHIFTS, STRENGTHS, apply_shift
-from cxr_keras.evaluate.evaluate import ModelSpec, score_pixels
+from cxr_keras.evaluate.inference import ModelSpec, score_pixels
 from cxr_keras.evaluate.metrics import summary_at_threshold
 from cxr_keras.io_utils import atomic_writer
 

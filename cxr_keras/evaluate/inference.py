@@ -1,0 +1,129 @@
+"""How to feed any Keras image classifier and read its outputs: the model contract every command shares.
+
+Models made here take raw (H, W, 1) pixels in 0..255 and say their classes, task and threshold in `<model>.json`;
+foreign models are described by options (`describe_model`): channels and size from the model, `preprocess`
+(what its pixels must look like), class names, and whether it outputs probabilities or logits (from its final
+layer's activation). `feed` turns raw pixels into the model's input; `to_scores` turns its outputs into
+probabilities: (N,) of the positive class for binary models, (N, K) otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from cxr_keras.data.pipeline import make_dataset
+from cxr_keras.data.table import ImageTable
+
+PREPROCESS = ("none", "unit", "tf", "torch", "caffe")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """How to feed a model and read its output."""
+
+    task: str
+    classes: list[str]
+    image_size: tuple[int, int]
+    channels: int = 1
+    preprocess: str = "none"
+    output: str = "probabilities"
+    threshold: float | list[float] = 0.5
+    threshold_rule: str = "default 0.5"
+    positive_index: int = 1
+    two_column_binary: bool = False
+
+
+def describe_model(model: keras.Model, metadata: dict | None, *, class_names: list[str] | None = None,
+                   task: str | None = None, preprocess: str | None = None, output: str | None = None) -> ModelSpec:
+    """A ModelSpec from our metadata, else from the model's shapes, its last activation and the options."""
+    height, width, channels = model.input_shape[1:4]
+    units = model.output_shape[-1]
+    activation = _final_activation(model)
+    if metadata:
+        spec = ModelSpec(task=metadata["task"], classes=list(metadata["classes"]), image_size=(height, width),
+                         channels=channels, threshold=_threshold(metadata.get("threshold", 0.5)),
+                         threshold_rule=metadata.get("threshold_rule", "default 0.5"))
+        if spec.task == "binary" and metadata.get("positive_class"):
+            spec.positive_index = spec.classes.index(metadata["positive_class"])
+    else:
+        inferred = task or ("multiclass" if activation == "softmax" and units > 2 else
+                            "binary" if units <= 2 else "multilabel")
+        classes = class_names or ([f"class_{k}" for k in range(max(units, 2))])
+        spec = ModelSpec(task=inferred, classes=classes, image_size=(height, width), channels=channels,
+                         two_column_binary=inferred == "binary" and units == 2)
+    if preprocess:
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}")
+        spec.preprocess = preprocess
+    spec.output = output or ("logits" if activation in ("linear", None) else "probabilities")
+    expected = 2 if spec.task == "binary" else units
+    if len(spec.classes) != expected:
+        raise ValueError(f"the model has {units} output(s) for {spec.task} data, but {len(spec.classes)} class "
+                         f"names were given ({spec.classes}); pass --class-names with {expected} names")
+    return spec
+
+
+def _threshold(value) -> float | list[float]:
+    return [float(v) for v in value] if isinstance(value, list) else float(value)
+
+
+def _final_activation(model: keras.Model) -> str | None:
+    layer = model.layers[-1]
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def feed(images, spec: ModelSpec):
+    """Raw (B, H, W, 1) 0..255 pixels to what the model expects."""
+    x = keras.ops.repeat(images, 3, axis=-1) if spec.channels == 3 else images
+    if spec.preprocess == "unit":
+        return x / 255.0
+    if spec.preprocess in ("tf", "torch", "caffe"):
+        module = {"tf": keras.applications.mobilenet_v2, "torch": keras.applications.densenet,
+                  "caffe": keras.applications.resnet50}[spec.preprocess]
+        return module.preprocess_input(x)
+    return x
+
+
+def predict_scores(model: keras.Model, paths: list[str], spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
+    """Probabilities per image: (N,) of the positive class for binary models, (N, K) otherwise."""
+    dataset = make_dataset(paths, np.zeros((len(paths), 1)), spec.image_size, batch_size, cache=None)
+    return to_scores(np.concatenate([np.asarray(model(feed(x, spec), training=False), dtype=np.float64)
+                                     for x, _ in dataset]), spec)
+
+
+def score_pixels(model: keras.Model, pixels: np.ndarray, spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
+    """`predict_scores` for images already decoded: (N, H, W, 1) 0..255 at the model's input size."""
+    return to_scores(np.concatenate([
+        np.asarray(model(feed(pixels[i:i + batch_size].astype("float32"), spec), training=False), dtype=np.float64)
+        for i in range(0, len(pixels), batch_size)]), spec)
+
+
+def to_scores(outputs: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The model's raw outputs as probabilities: (N,) of the positive class for binary models, (N, K) else."""
+    if spec.output == "logits":
+        exclusive = spec.task == "multiclass" or spec.two_column_binary
+        outputs = softmax(outputs) if exclusive else 1 / (1 + np.exp(-outputs))
+    if spec.task == "binary":
+        return outputs[:, spec.positive_index] if outputs.shape[1] == 2 else outputs[:, 0]
+    return outputs
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def truth(table: ImageTable, spec: ModelSpec) -> np.ndarray:
+    """The table's labels in the model's class order; an unknown class is an error, never a silent mislabel."""
+    unknown = sorted(set(table.classes) - set(spec.classes))
+    if unknown:
+        raise ValueError(f"the data has classes {unknown} that the model does not know (model classes: "
+                         f"{spec.classes}); pass --class-names in the model's output order")
+    labels = np.zeros((len(table), len(spec.classes)))
+    for k, name in enumerate(table.classes):
+        labels[:, spec.classes.index(name)] = table.labels[:, k]
+    return labels[:, spec.positive_index] if spec.task == "binary" else labels
