@@ -13,7 +13,7 @@ from cxr_keras.io_utils import check_out
 
 def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
     """The options that say where a dataset is and how to read it (shared by every command that reads data)."""
-    from cxr_keras.data.sources import LAYOUTS
+    from cxr_keras.choices import LAYOUTS
 
     group = parser.add_argument_group("data")
     where = "dataset root folder (or the images folder of a CSV dataset)"
@@ -298,10 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resplit", action="store_true", help="ignore the data's own split and make a new one")
     report.set_defaults(func=cmd_data_report)
 
-    from cxr_keras.data.shifts import SHIFTS
-    from cxr_keras.evaluate.calibration import METHODS
-    from cxr_keras.evaluate.inference import PREPROCESS
-    from cxr_keras.evaluate.thresholds import DEFAULT_RULE
+    from cxr_keras.choices import CALIBRATION_METHODS, DEFAULT_RULE, PREPROCESS, SHIFTS
     from cxr_keras.train_cli import add_train_arguments
 
     evaluate = commands.add_parser(
@@ -314,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "under class weights; docs/results.md says why), or on validation: plateau[:TOL] (middle "
                           "of Youden's optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], "
                           "fixed:T; multi-label models get one threshold per finding")
-    evaluate.add_argument("--calibrate", choices=METHODS,
+    evaluate.add_argument("--calibrate", choices=CALIBRATION_METHODS,
                           help="with --run: fit probability calibration on validation and store it inside "
                           "best.keras (platt: sigmoid(a*logit(p)+b); temperature: slope only)")
     evaluate.add_argument("--tta", action="store_true",
@@ -358,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    from cxr_keras.export import FORMATS
+    from cxr_keras.choices import EXPORT_FORMATS as FORMATS
 
     export = commands.add_parser("export", help="SavedModel and TFLite artifacts, model card, parity report")
     export.add_argument("--model", required=True, help="a .keras model made by cxr train (with its .json)")
@@ -384,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
 
-    from cxr_keras.evaluate.gradcam import METHODS
+    from cxr_keras.choices import GRADCAM_METHODS as METHODS
 
     gradcam = commands.add_parser("gradcam", help="Grad-CAM heat maps, figures and the pointing game",
                                   description="Grad-CAM / Grad-CAM++ for a .keras model (flat or nested backbone).")
@@ -448,8 +445,8 @@ def import_tensorflow_quietly() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help and usage errors end here, before TensorFlow starts
     import_tensorflow_quietly()
-    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -17,10 +17,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from cxr_keras.choices import EXPORT_FORMATS
 from cxr_keras.edge import ArtifactError, TFLiteModel, sha256, verify_artifact
 from cxr_keras.io_utils import atomic_writer, publish_mode
 
-FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed")
+FORMATS = EXPORT_FORMATS
 # Ops tflite-int8-mixed keeps in float: the sigmoid and product of swish (EfficientNet) and of squeeze-and-excite
 # gates, which 8-bit activations represent badly.
 FLOAT_OPS = ("LOGISTIC", "MUL")

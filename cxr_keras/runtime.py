@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+from cxr_keras.choices import STRATEGIES  # noqa: F401  (re-exported: the one list, read without TensorFlow)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from cxr_keras.choices import AUGMENT_PRESETS, BACKBONES, LAYOUTS, STRATEGIES
 from cxr_keras.config import ExperimentConfig, StageConfig
-from cxr_keras.data.augment import PRESETS
-from cxr_keras.data.sources import LAYOUTS
-from cxr_keras.models.registry import REGISTRY
-from cxr_keras.runtime import STRATEGIES
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +31,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       help="accept CSV paths that are absolute or leave the images folder")
     data.add_argument("--image-size", type=int, help="square input side in pixels")
     data.add_argument("--batch-size", type=int)
-    data.add_argument("--augment", choices=list(PRESETS), help="augmentation preset")
+    data.add_argument("--augment", choices=list(AUGMENT_PRESETS), help="augmentation preset")
     data.add_argument("--cache", help="'memory' (default), 'none', or a file path for tf.data's file cache")
     data.add_argument("--split-ratios", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"))
     data.add_argument("--split-seed", type=int)
@@ -48,7 +45,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                       "validation (a proxy for another site)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", choices=list(REGISTRY))
+    model.add_argument("--backbone", choices=list(BACKBONES))
     model.add_argument("--weights", help="imagenet | none | auto | PATH to a .h5 / .weights.h5 file")
     model.add_argument("--dropout", type=float)
     model.add_argument("--init-from", metavar="MODEL",

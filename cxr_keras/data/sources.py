@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cxr_keras.choices import LAYOUTS as CHOICES_LAYOUTS
 from cxr_keras.config import DEFAULT_MAX_PIXELS
 from cxr_keras.data.table import Dropped, ImageTable
 from cxr_keras.data.verify import verify_files
@@ -28,15 +29,7 @@ NIH_FINDINGS = [
 ]
 NIH_NO_FINDING = {"", "no finding", "no_finding"}  # NIH's own spelling of "none of the 14 findings"
 
-LAYOUTS = {
-    "folder": "ROOT/<class>/*.png|jpg|jpeg|bmp|dcm, one folder per class",
-    "kermany": "ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ or one such split folder; patients from file names",
-    "split-folders": "ROOT/{train,val,test}/<class>/, the data's own split kept",
-    "covid-radiography": "ROOT/<class>/images/*.png (masks/ and metadata files ignored)",
-    "covid-qu-ex": "ROOT/{Train,Val,Test}/<class>/images/",
-    "nih": "--csv Data_Entry_2017*.csv plus the images anywhere under --images-dir (default ROOT)",
-    "csv": "--csv FILE (or one .csv in ROOT): a path column plus 0/1 label columns or a delimited labels column",
-}
+LAYOUTS = CHOICES_LAYOUTS
 
 # Patient ids in well-known file names: the first group is the patient.
 PATIENT_PATTERNS = {

@@ -12,9 +12,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 
+from cxr_keras.choices import CALIBRATION_METHODS
 from cxr_keras.models.calibration import EPSILON
 
-METHODS = ("platt", "temperature")
+METHODS = CALIBRATION_METHODS
 
 
 def fit_calibration(y: np.ndarray, scores: np.ndarray, method: str, exclusive: bool = False) -> dict:

@@ -15,7 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-METHODS = ("gradcam", "gradcam++")
+from cxr_keras.choices import GRADCAM_METHODS
+
+METHODS = GRADCAM_METHODS
 
 
 def find_conv_layer(model: keras.Model) -> list[str]:

@@ -14,10 +14,9 @@ import dataclasses
 import keras
 import numpy as np
 
+from cxr_keras.choices import PREPROCESS  # noqa: F401  (re-exported)
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.table import ImageTable
-
-PREPROCESS = ("none", "unit", "tf", "torch", "caffe")
 
 
 @dataclasses.dataclass

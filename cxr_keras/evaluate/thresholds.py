@@ -25,8 +25,9 @@ import dataclasses
 import numpy as np
 from sklearn.metrics import roc_curve
 
-RULES = ("balanced", "plateau", "youden", "f1", "sensitivity", "specificity", "fixed")
-DEFAULT_RULE = "balanced"
+from cxr_keras.choices import DEFAULT_RULE, THRESHOLD_RULES
+
+RULES = THRESHOLD_RULES
 PLATEAU_TOLERANCE = 0.01
 
 

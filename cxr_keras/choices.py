@@ -1,0 +1,28 @@
+"""The names every command offers as choices, in one module that imports nothing heavy: `cxr --help` and the
+argument parsers read them without starting TensorFlow. The modules that implement each choice import their
+list from here (tests/test_choices.py checks that each list is what its module implements).
+"""
+
+from __future__ import annotations
+
+LAYOUTS = {
+    "folder": "ROOT/<class>/*.png|jpg|jpeg|bmp|dcm, one folder per class",
+    "kermany": "ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ or one such split folder; patients from file names",
+    "split-folders": "ROOT/{train,val,test}/<class>/, the data's own split kept",
+    "covid-radiography": "ROOT/<class>/images/*.png (masks/ and metadata files ignored)",
+    "covid-qu-ex": "ROOT/{Train,Val,Test}/<class>/images/",
+    "nih": "--csv Data_Entry_2017*.csv plus the images anywhere under --images-dir (default ROOT)",
+    "csv": "--csv FILE (or one .csv in ROOT): a path column plus 0/1 label columns or a delimited labels column",
+}
+
+BACKBONES = ("efficientnetb0", "mobilenetv2", "densenet121", "resnet50", "efficientnetlite0", "efficientnetlite1",
+             "efficientnetlite2", "baseline")
+AUGMENT_PRESETS = ("none", "light", "standard", "strong", "acquisition")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+SHIFTS = ("contrast", "gamma", "blur", "noise", "resolution", "jpeg", "crop", "text")
+CALIBRATION_METHODS = ("platt", "temperature")
+PREPROCESS = ("none", "unit", "tf", "torch", "caffe")
+THRESHOLD_RULES = ("balanced", "plateau", "youden", "f1", "sensitivity", "specificity", "fixed")
+DEFAULT_RULE = "balanced"
+EXPORT_FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed")
+GRADCAM_METHODS = ("gradcam", "gradcam++")
