@@ -95,3 +95,7 @@ def test_cxr_evaluate_stress_writes_the_table_and_figure(brightness_model, tmp_p
     assert "| gamma | 1.00 |" in open(os.path.join(out, "stress", "stress.md")).read()
     with pytest.raises(SystemExit):
         main(["evaluate", "--model", path, "--data-dir", data, "--stress", "--stress-strengths", "2"])
+    capsys.readouterr()
+    assert main(["evaluate", "--model", path, "--data-dir", data, "--stress", "--stress-count", "1",
+                 "--out", str(tmp_path / "one")]) == 2
+    assert "--stress-count must be at least 2" in capsys.readouterr().err
