@@ -88,6 +88,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
 
+    args.stress_options = _stress_options(args)  # checked before anything is computed
+
     if args.run:
         if args.tta:
             print("error: --tta is for --model: a run's threshold is chosen for best.keras as it is", file=sys.stderr)
@@ -95,7 +97,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = args.out or os.path.join(args.run, "evaluation")
         check_out(out, args.overwrite)
         results = evaluate_run(args.run, args.rule, args.out, args.resamples, args.seed, args.calibrate,
-                               _stress_options(args), args.cohort_pattern, args.cohort_column)
+                               args.stress_options, args.cohort_pattern, args.cohort_column)
         stress = results.pop("stress", None)
         for split, metrics in results.items():
             print(f"{split}: {summary_line(metrics)}")
@@ -165,7 +167,7 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
 
     metrics = write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed,
                                cohort_names(table, args.cohort_pattern, args.cohort_column), model)
-    options = _stress_options(args)
+    options = args.stress_options
     if options is not None:
         from cxr_keras.evaluate.stress import stress_split
 
