@@ -89,6 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
 
     args.stress_options = _stress_options(args)  # checked before anything is computed
+    _check_evaluate_options(args)
 
     if args.run:
         if args.tta:
@@ -104,6 +105,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if stress:
             print(f"stress test ({stress['split']}): {_worst_line(stress)}")
         threshold = results["val"]["threshold"]
+        if results["val"]["task"] == "multiclass" and args.rule_given:
+            print("Multi-class model: each image gets its arg-max class; --rule does not apply")
         if results["val"]["task"] != "multiclass":
             shown = f"{threshold:.4f}" if isinstance(threshold, float) else "per finding " + " ".join(
                 f"{t:.3f}" for t in threshold)
@@ -149,10 +152,18 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
     if args.channels:
         spec.channels = args.channels
     table = load_from_args(args)
+    mapped = None
     if args.class_map:
         from cxr_keras.data.table import relabel
 
+        before = len(table)
         table = relabel(table, dict(args.class_map))
+        unknown = sorted(set(table.classes) - set(spec.classes))
+        if unknown:
+            raise ValueError(f"after --class-map the data has classes {unknown} that the model does not know "
+                             f"(its classes: {spec.classes}): map each to one of them, or leave it out with "
+                             f"{unknown[0]}=-")
+        mapped = {"mapping": dict(args.class_map), "images": len(table), "images_before": before}
     threshold, how = spec.threshold, spec.threshold_rule
     if args.threshold_from:
         with open(args.threshold_from) as f:
@@ -166,7 +177,9 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
     from cxr_keras.data.cohorts import cohort_names
 
     metrics = write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed,
-                               cohort_names(table, args.cohort_pattern, args.cohort_column), model)
+                               cohort_names(table, args.cohort_pattern, args.cohort_column, require_match=True),
+                               model,
+                               class_map=mapped)
     options = args.stress_options
     if options is not None:
         from cxr_keras.evaluate.stress import stress_split
@@ -174,6 +187,36 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
         metrics["stress"] = stress_split(os.path.join(args.out, "stress"), model, spec, table.paths, y, threshold,
                                          batch_size=args.batch_size, **options)
     return metrics
+
+
+def _check_evaluate_options(args: argparse.Namespace) -> None:
+    """Options that would do nothing in this mode, or make no sense, are refused in one line."""
+    import math
+
+    if not args.run:
+        for option, value in (("--calibrate", args.calibrate), ("--rule", args.rule)):
+            if value is not None:
+                raise ValueError(f"{option} is for --run (a threshold chosen on a run's validation split); with "
+                                 "--model give --threshold or --threshold-from")
+    else:
+        from cxr_keras.choices import DEFAULT_RULE
+
+        args.rule_given, args.rule = args.rule is not None, args.rule or DEFAULT_RULE
+    if args.threshold is not None and not (math.isfinite(args.threshold) and 0 <= args.threshold <= 1):
+        raise ValueError(f"--threshold is a probability in [0, 1], got {args.threshold}")
+    if args.class_map:
+        sources = [source for source, _ in args.class_map]
+        repeated = sorted({s for s in sources if sources.count(s) > 1})
+        if repeated:
+            raise ValueError(f"--class-map maps {repeated} more than once; give each data class one target")
+    if args.cohort_pattern:
+        import re
+
+        try:
+            re.compile(args.cohort_pattern)
+        except re.error as exc:
+            raise ValueError(f"--cohort-pattern {args.cohort_pattern!r} is not a valid regular expression "
+                             f"({exc})") from None
 
 
 def _stress_options(args: argparse.Namespace) -> dict | None:
@@ -308,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a run (--run: threshold chosen by --rule, applied to its test split) "
         "or any Keras classifier on a dataset (--model and --data-dir).")
     evaluate.add_argument("--run", help="a run folder: evaluates its best.keras on its own val and test splits")
-    evaluate.add_argument("--rule", default=DEFAULT_RULE,
+    evaluate.add_argument("--rule",
                           help=f"threshold rule (default {DEFAULT_RULE}: the positive rate the training loss saw, 0.5 "
                           "under class weights; docs/results.md says why), or on validation: plateau[:TOL] (middle "
                           "of Youden's optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], "

@@ -74,15 +74,17 @@ def cluster_spec() -> dict:
         raise ValueError('TF_CONFIG needs "cluster" with a "worker" list of "host:port" addresses')
     if not isinstance(task, dict) or task.get("type") not in cluster:
         raise ValueError(f'TF_CONFIG "task" must name a type of the cluster ({", ".join(cluster)}) and an index')
-    members = cluster[task["type"]]
-    if not isinstance(task.get("index"), int) or not 0 <= task["index"] < len(members):
-        raise ValueError(f'TF_CONFIG task index {task.get("index")!r} is out of range for the {len(members)} '
-                         f'{task["type"]} address(es)')
     for role, addresses in cluster.items():
+        if not isinstance(addresses, list):
+            raise ValueError(f'TF_CONFIG cluster "{role}" must be a list of "host:port" addresses, got {addresses!r}')
         for address in addresses:
             host, _, port = str(address).rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"TF_CONFIG {role} address {address!r} is not host:port")
+    members = cluster[task["type"]]
+    if not isinstance(task.get("index"), int) or not 0 <= task["index"] < len(members):
+        raise ValueError(f'TF_CONFIG task index {task.get("index")!r} is out of range for the {len(members)} '
+                         f'{task["type"]} address(es)')
     return spec
 
 

@@ -31,7 +31,7 @@ from cxr_keras.config import ExperimentConfig
 from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
 from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.pipeline import dataset_for_split
-from cxr_keras.data.splits import apply_saved_splits, save_splits, split_holding_out, split_table
+from cxr_keras.data.splits import SplitError, apply_saved_splits, save_splits, split_holding_out, split_table
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate.plots import plot_history
 from cxr_keras.io_utils import atomic_writer
@@ -106,7 +106,16 @@ def _split(table: ImageTable, data) -> ImageTable:
     """The run's split: the data's own or a seeded one, or with --hold-out-cohort those cohorts as test."""
     if data.hold_out_cohorts:
         held = held_out_mask(table, data.hold_out_cohorts, data.cohort_pattern, data.cohort_column)
-        return split_holding_out(table, held, tuple(data.split_ratios), data.split_seed, data.split_fold)
+        rest = table.subset(~held)
+        missing = [c for k, c in enumerate(table.classes) if table.task != "multilabel" and not rest.labels[:, k].any()]
+        if missing:
+            raise RunError(f"--hold-out-cohort {data.hold_out_cohorts} takes every {missing} image: nothing of that "
+                           "class is left to train and validate on; hold out fewer cohorts")
+        try:
+            return split_holding_out(table, held, tuple(data.split_ratios), data.split_seed, data.split_fold)
+        except SplitError as exc:
+            raise RunError(f"after --hold-out-cohort {data.hold_out_cohorts} ({int(held.sum())} images held out), "
+                           f"the rest cannot be split: {exc}") from None
     return split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit,
                        fold=data.split_fold)
 

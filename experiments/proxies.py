@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -49,6 +50,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="score with test-time augmentation (cxr_keras/models/tta.py); files get a -tta suffix")
     parser.add_argument("--batch-size", type=int, default=64)
     return parser.parse_args(argv)
+
+
+def check(args: argparse.Namespace) -> None:
+    """Rules that parse, and runs that are binary pneumonia runs, before anything is scored."""
+    from cxr_keras.config import ExperimentConfig
+    from cxr_keras.evaluate.thresholds import parse_rule
+
+    for rule in args.rules:
+        if rule != "platt":
+            parse_rule(rule)
+    for run in filter(None, (args.run, args.loco_run)):
+        if not os.path.exists(os.path.join(run, "config.json")):
+            raise ValueError(f"{run} is not a run folder (no config.json)")
+        meta = json.load(open(os.path.join(run, "best.json"))) if os.path.exists(os.path.join(run, "best.json")) \
+            else {}
+        if meta.get("task") != "binary" or "PNEUMONIA" not in meta.get("classes", []):
+            raise ValueError(f"{run} is not a binary NORMAL/PNEUMONIA run (task {meta.get('task')}, classes "
+                             f"{meta.get('classes')}): these proxies are for pneumonia models")
+    ExperimentConfig.load(os.path.join(args.run, "config.json"))
 
 
 def proxy_sets(args: argparse.Namespace) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -228,13 +248,16 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict | None:
     if argv is None:
-        import sys
-
         argv = sys.argv[1:]
     if argv[:1] == ["--table"]:  # python -m experiments.proxies --table RULE RUN...
         print(variants_table(argv[2:], argv[1]))
         return None
     args = parse_args(argv)
+    try:
+        check(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     sets = proxy_sets(args)
     result = judge(args, sets, raw_scores(args, sets))
     folder = os.path.join(args.run, "proxies")

@@ -88,6 +88,8 @@ def test_the_layer_computes_what_numpy_does_and_survives_saving(tmp_path, exclus
     save_model(calibrated, str(tmp_path / "m.keras"), {"task": "multilabel"})
     again, _ = load_model(str(tmp_path / "m.keras"), compile=False)
     assert isinstance(again.layers[-1], Calibration)
+    plain = keras.saving.load_model(str(tmp_path / "m.keras"), compile=False)  # cxr_keras.models is imported
+    np.testing.assert_allclose(plain.predict(x, verbose=0), calibrated.predict(x, verbose=0), atol=1e-6)
     np.testing.assert_allclose(again.predict(x, verbose=0), calibrated.predict(x, verbose=0), atol=1e-6)
     np.testing.assert_allclose(strip_calibration(again).predict(x, verbose=0), raw, atol=1e-6)
     twice = with_calibration(again, params["slope"], params["intercept"], exclusive)  # replaces, never stacks

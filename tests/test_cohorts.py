@@ -71,3 +71,9 @@ def test_a_held_out_cohort_run_is_tested_on_that_cohort_only(tmp_path, capsys):
     assert set(test["cohorts"]) == {"B"} and set(val["cohorts"]) == {"other"}  # the pattern's empty group
     assert test["cohorts"]["B"]["specificity"] == pytest.approx(test["specificity"])
     assert "## By cohort" in open(os.path.join(run, "evaluation", "val", "report.md")).read()
+    capsys.readouterr()
+    everything = ["train", "--data-dir", data, "--backbone", "baseline", "--weights", "none", "--image-size", "32",
+                  "--epochs", "1", "--cohort-pattern", "^patient(B|0)", "--hold-out-cohort", "B", "0",
+                  "--run-dir", str(tmp_path / "none")]
+    assert main(everything) == 2  # every NORMAL image held out
+    assert "takes every ['NORMAL'] image" in capsys.readouterr().err and not (tmp_path / "none").exists()

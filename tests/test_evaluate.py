@@ -103,6 +103,15 @@ def test_class_mismatch_is_refused(blobs, tmp_path, capsys):
 
 
 def test_calibrating_a_run_stores_platt_scaling_in_best_keras(run_dir, tmp_path, capsys):
+    import hashlib
+
+    digest = lambda: hashlib.sha256(open(os.path.join(run_dir, "best.keras"), "rb").read()).hexdigest()  # noqa: E731
+    unchanged = digest()
+    assert main(["evaluate", "--run", run_dir, "--calibrate", "platt", "--cohort-pattern", "(", "--out",
+                 str(tmp_path / "bad")]) == 2  # a bad option fails before the model is touched
+    assert main(["evaluate", "--run", run_dir, "--calibrate", "platt", "--cohort-pattern", "nomatch(x)", "--out",
+                 str(tmp_path / "bad2")]) == 2
+    assert digest() == unchanged and "matches none" in capsys.readouterr().err
     before, _ = load_model(os.path.join(run_dir, "best.keras"), compile=False)
     before = strip_calibration(before)
     out = str(tmp_path / "calibrated")
@@ -174,6 +183,16 @@ def test_another_datasets_normals_give_specificity_alone(run_dir, blobs, tmp_pat
     scores = predict_scores(model, normals.paths, describe_model(model, metadata))
     assert metrics["specificity"] == pytest.approx(np.mean(scores < 0.5), abs=1e-12)
     assert metrics["sensitivity"] is None and metrics["roc_auc"] is None and "only negative" in metrics["note"]
+    assert metrics["class_map"] == {"mapping": {"PNEUMONIA": "-"}, "images": 40, "images_before": 80}
+    for options, message in [(["--class-map", "PNEUMONIA=-", "PNEUMONIA=NORMAL"], "more than once"),
+                             (["--class-map", "NORMAL=NORMALL"], "map each to one of them, or leave it out"),
+                             (["--calibrate", "platt"], "--calibrate is for --run"),
+                             (["--rule", "youden"], "--rule is for --run"),
+                             (["--threshold", "5"], "--threshold is a probability in [0, 1]"),
+                             (["--cohort-pattern", "zzz(q)"], "matches none of the 80 file names")]:
+        assert main(["evaluate", "--model", model_path, "--data-dir", blobs, "--out", str(tmp_path / "x"),
+                     *options]) == 2, options
+        assert message in capsys.readouterr().err, options
 
 
 def test_relabel_renames_merges_and_drops_classes():

@@ -65,6 +65,7 @@ def test_two_workers_train_one_run_that_the_chief_writes(tmp_path):
     ("{bad", "not valid JSON"),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}', "out of range"),
     ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', "is not host:port"),
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}', "must be a list"),
 ])
 def test_tf_config_faults_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, tf_config, message):
     if tf_config is None:

@@ -58,3 +58,18 @@ def test_proxies_of_a_tiny_run_on_stand_in_datasets(tmp_path, capsys):
     assert json.load(open(os.path.join(run, "proxies", "proxies.json")))["rules"]["youden"]["threshold"] == \
         result["rules"]["youden"]["threshold"]
     assert "| youden |" in capsys.readouterr().out
+
+
+def test_proxies_refuse_what_they_cannot_judge_in_one_line(tmp_path, capsys):
+    from cxr_keras.config import ExperimentConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ExperimentConfig().save(str(run / "config.json"))
+    json.dump({"task": "multiclass", "classes": ["COVID", "NORMAL", "PNEUMONIA"]}, open(run / "best.json", "w"))
+    for argv, message in [(["--run", str(run)], "is not a binary NORMAL/PNEUMONIA run"),
+                          (["--run", str(tmp_path)], "is not a run folder"),
+                          (["--run", str(run), "--rules", "bogus"], "threshold rule must be one of")]:
+        with pytest.raises(SystemExit) as exit_:
+            proxies.main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, argv

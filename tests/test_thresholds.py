@@ -106,7 +106,10 @@ def test_margin_fixed_and_parse_errors():
     fixed = choose(y, s, "fixed:0.5")
     assert fixed.threshold == 0.5 and fixed.sensitivity == apply_threshold(y, s, 0.5)["sensitivity"]
     for bad, message in [("plateau:x", "not a number"), ("fixed", "needs a threshold"), ("youden:1", "no argument"),
-                         ("sensitivity:1.5", "target in"), ("median", "must be one of")]:
+                         ("sensitivity:1.5", "target in"), ("median", "must be one of"), ("fixed:nan", "finite"),
+                         ("fixed:1.5", r"in \[0, 1\]"), ("fixed:-0.1", r"in \[0, 1\]"),
+                         ("sensitivity:0.9+0.2", r"target \+ margin included"), ("sensitivity:0.9+-0.5", "not below 0"),
+                         ("plateau:0.1+0.1", "one tolerance")]:
         with pytest.raises(ValueError, match=message):
             parse_rule(bad)
 

@@ -18,8 +18,10 @@ from cxr_keras.data.table import ImageTable
 UNMATCHED = "other"
 
 
-def cohort_names(table: ImageTable, pattern: str | None = None, column: str | None = None) -> list[str] | None:
-    """The cohort of every row (None when neither a pattern nor a column is given); unmatched rows: 'other'."""
+def cohort_names(table: ImageTable, pattern: str | None = None, column: str | None = None,
+                 require_match: bool = False) -> list[str] | None:
+    """The cohort of every row (None when neither a pattern nor a column is given); unmatched rows: 'other'.
+    `require_match`: a pattern that matches no file name at all is an error (surely a typo)."""
     if pattern and column:
         raise ValueError("give --cohort-pattern or --cohort-column, not both")
     if column:
@@ -33,11 +35,15 @@ def cohort_names(table: ImageTable, pattern: str | None = None, column: str | No
         regex = re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"--cohort-pattern {pattern!r} is not a valid regular expression ({exc})") from None
-    out = []
+    out, matched = [], 0
     for path in table.paths:
         match = regex.search(os.path.basename(path))
+        matched += match is not None
         name = (match.group(1) if regex.groups else match.group(0)) if match else None
         out.append(name or UNMATCHED)  # an optional group that took no part: unmatched too
+    if require_match and table.paths and not matched:
+        raise ValueError(f"--cohort-pattern {pattern!r} matches none of the {len(table)} file names (e.g. "
+                         f"{os.path.basename(table.paths[0])!r}); it is searched in each file's name")
     return out
 
 

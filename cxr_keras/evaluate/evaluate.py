@@ -16,7 +16,7 @@ from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate import plots
 from cxr_keras.evaluate.inference import ModelSpec, describe_model, feed, predict_scores, truth
 from cxr_keras.evaluate.metrics import evaluate_scores, predictions, summary_at_threshold
-from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose, sweep
+from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose, parse_rule, sweep
 from cxr_keras.io_utils import atomic_writer
 
 
@@ -47,7 +47,7 @@ def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: 
 def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
                      threshold: float, threshold_rule: str, resamples: int = 1000, seed: int = 0,
                      cohorts: list[str] | None = None, model: keras.Model | None = None, caveat: str = "",
-                     stress: dict | None = None) -> dict:
+                     stress: dict | None = None, class_map: dict | None = None) -> dict:
     """metrics.json, figures and report.md for one set of predictions (with `cohorts`, one name per image, also
     the metrics of each cohort at the same threshold; with `model`, Grad-CAM on the mistakes); returns the
     metrics."""
@@ -57,6 +57,8 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     metrics["threshold_rule"] = threshold_rule
     if caveat:
         metrics["caveat"] = caveat
+    if class_map:
+        metrics["class_map"] = class_map
     if stress:
         metrics["stress"] = {"split": stress.get("split"), "n_images": stress["n_images"],
                              "strengths": stress["strengths"], "worst": stress["worst"],
@@ -223,10 +225,13 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     RUN_DIR/evaluation.
     """
     from cxr_keras.config import ExperimentConfig
+    from cxr_keras.data.cohorts import cohort_names
     from cxr_keras.models.saving import load_model, metadata_path
 
     d = ExperimentConfig.load(os.path.join(run_dir, "config.json")).data
     table = run_table(run_dir)
+    parse_rule(rule)  # bad options fail before anything is computed or written
+    cohort_names(table, cohort_pattern, cohort_column, require_match=True)
     model_path = os.path.join(run_dir, "best.keras")
     model, metadata = load_model(model_path, compile=False)
     spec = describe_model(model, metadata)
@@ -240,17 +245,24 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     threshold, how = spec.threshold, spec.threshold_rule
     if spec.task != "multiclass":
         # calibrated probabilities carry validation's prevalence: that is the prior `balanced` cuts at then
-        priors = (list(np.atleast_1d(y_val.reshape(len(y_val), -1).mean(axis=0)))
-                  if calibrate or metadata.get("calibration") else _priors(metadata, run_dir))
+        calibrated = bool(calibrate or metadata.get("calibration"))
+        priors = (list(np.atleast_1d(y_val.reshape(len(y_val), -1).mean(axis=0))) if calibrated
+                  else _priors(metadata, run_dir))
         threshold, points = choose_thresholds(spec, y_val, s_val, rule, priors)
         named = points[0]["rule"] if spec.task == "binary" else rule
-        how = f"{named} on validation ({len(val)} images)" + (f", {calibrate}-calibrated" if calibrate else "")
+        if rule.startswith("balanced"):
+            how = (f"{named}: the validation prevalence, which calibrated probabilities carry" if calibrated else
+                   f"{named}: the positive rate the training loss saw")
+            if spec.task != "binary":
+                how = "balanced per finding: " + ", ".join(f"{c} {p['threshold']:.3g}" for c, p in
+                                                           zip(spec.classes, points))
+        else:
+            how = f"{named} on validation ({len(val)} images)"
+        how += f", {calibrate or metadata['calibration']['method']}-calibrated" if calibrated else ""
         metadata.update(threshold=threshold, threshold_rule=how,
                         validation_operating_point=points[0] if spec.task == "binary" else points)
         with atomic_writer(metadata_path(model_path)) as f:
             json.dump(metadata, f, indent=2)
-    from cxr_keras.data.cohorts import cohort_names
-
     def cohorts(part: ImageTable) -> list[str] | None:
         if cohort_pattern or cohort_column:
             return cohort_names(part, cohort_pattern, cohort_column)

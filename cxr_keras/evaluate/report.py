@@ -29,6 +29,9 @@ def format_report(metrics: dict) -> str:
              *_dropped_lines(metrics.get("dropped")),
              *([f"Note: {metrics['note']}.", ""] if metrics.get("note") else []),
              *([f"**{metrics['caveat']}**", ""] if metrics.get("caveat") else []),
+             *([f"Classes mapped from the data's own names ({metrics['class_map']['mapping']}): "
+                f"{metrics['class_map']['images']} of {metrics['class_map']['images_before']} images kept.", ""]
+               if metrics.get("class_map") else []),
              "| metric | value |", "|---|---|",
              f"| ROC-AUC | {_with_ci(metrics, 'roc_auc')} |"]
     for key in ("sensitivity", "specificity", "f1", "ppv", "npv"):

@@ -75,13 +75,19 @@ def parse_rule(text: str) -> tuple[str, float | None]:
         raise ValueError(f"threshold rule must be one of {', '.join(RULES)} (e.g. plateau, sensitivity:0.95+0.02),"
                          f" got {text!r}")
     try:
-        value = sum(float(part) for part in arg.split("+")) if arg else None
+        parts = [float(part) for part in arg.split("+")] if arg else []
     except ValueError:
         raise ValueError(f"threshold rule {text!r}: {arg!r} is not a number (e.g. sensitivity:0.95+0.02)") from None
+    if not all(np.isfinite(parts)) or any(p < 0 for p in parts[1:]) or len(parts) > 2:
+        raise ValueError(f"threshold rule {text!r}: give finite numbers, and at most one margin, not below 0")
+    value = sum(parts) if parts else None
     if name in ("sensitivity", "specificity") and (value is None or not 0 < value <= 1):
-        raise ValueError(f"rule {name} needs a target in (0, 1], e.g. {name}:0.95 (got {text!r})")
-    if name == "fixed" and value is None:
-        raise ValueError("rule fixed needs a threshold, e.g. fixed:0.5")
+        raise ValueError(f"rule {name} needs a target in (0, 1] (target + margin included), e.g. {name}:0.95 "
+                         f"(got {text!r})")
+    if name == "fixed" and (value is None or not 0 <= value <= 1):
+        raise ValueError(f"rule fixed needs a threshold in [0, 1], e.g. fixed:0.5 (got {text!r})")
+    if name == "plateau" and len(parts) > 1:
+        raise ValueError(f"rule plateau takes one tolerance, e.g. plateau:0.02 (got {text!r})")
     if name in ("youden", "f1", "balanced") and value is not None:
         raise ValueError(f"rule {name} takes no argument (got {text!r})")
     return name, value
@@ -93,7 +99,7 @@ def choose(y_true: np.ndarray, scores: np.ndarray, rule: str = DEFAULT_RULE, pri
     training prior the `balanced` rule cuts at (unknown: 0.5, and the rule's label says so)."""
     name, value = parse_rule(rule)
     if name == "balanced":
-        label = f"balanced (prior {prior:.3g})" if prior is not None else "balanced (training prior unknown: 0.5)"
+        label = f"balanced (prior {prior:.3g})" if prior is not None else "balanced (prior unknown: 0.5)"
         return _point_at(y_true, scores, 0.5 if prior is None else float(prior), label)
     if name == "plateau":
         return plateau_middle(y_true, scores, PLATEAU_TOLERANCE if value is None else value, label=rule)
