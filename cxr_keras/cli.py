@@ -257,7 +257,7 @@ def _worst_line(stress: dict) -> str:
 
 
 def cmd_gradcam(args: argparse.Namespace) -> int:
-    from cxr_keras.evaluate.gradcam import explain
+    from cxr_keras.evaluate.explain import ExplainOptions, explain
     from cxr_keras.predict import image_paths
 
     check_out(args.out, args.overwrite)
@@ -265,8 +265,11 @@ def cmd_gradcam(args: argparse.Namespace) -> int:
     if not paths:
         print(f"error: no images found in {args.images}", file=sys.stderr)
         return 2
-    summary = explain(args.model, paths, args.out, args.method, args.layer, args.class_index, args.masks,
-                      args.batch_size, args.preprocess, args.class_names, args.figures, args.boxes, args.box_finding)
+    options = ExplainOptions(method=args.method, layer=args.layer, class_index=args.class_index,
+                             threshold=args.threshold, preprocess=args.preprocess, class_names=args.class_names,
+                             batch_size=args.batch_size, figures=args.figures, masks=args.masks, boxes=args.boxes,
+                             box_finding=args.box_finding)
+    summary = explain(args.model, paths, args.out, options)
     print(f"{summary['method']} on layer {summary['layer']} for {summary['n_images']} images -> {args.out}/")
     if "pointing_game" in summary:
         print(f"pointing game: {summary['pointing_game']}")
@@ -281,7 +284,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError("--recalibrate-threshold needs --eval-data: labelled (validation) images to match on")
     check_out(args.out, args.overwrite)
     calibration = image_paths([args.calibration_data]) if args.calibration_data else None
-    card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io)
+    card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io,
+                        _foreign(args))
     print(f"Wrote {', '.join(a['file'] for a in card['artifacts'].values())} and model_card.json to {args.out}")
     if args.eval_data:
         report = _parity(args)
@@ -290,6 +294,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                   f"{row['bytes'] / 1e6:7.2f} MB  {row['mean_ms']:6.2f} ms")
         print(f"Parity report: {args.out}/export_report.json and README.md")
     return 0
+
+
+def _foreign(args: argparse.Namespace):
+    from cxr_keras.models.foreign import ForeignOptions
+
+    return ForeignOptions(args.class_names, args.preprocess, args.threshold, args.threshold_from)
 
 
 def _parity(args: argparse.Namespace) -> dict:
@@ -302,7 +312,7 @@ def _parity(args: argparse.Namespace) -> dict:
     if args.eval_count and len(table) > args.eval_count:
         evenly = np.linspace(0, len(table) - 1, args.eval_count).round().astype(int)
         table = table.subset(np.isin(np.arange(len(table)), evenly))
-    return parity_for_table(args.model, args.out, table, args.threads, args.recalibrate_threshold)
+    return parity_for_table(args.model, args.out, table, args.threads, args.recalibrate_threshold, _foreign(args))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -403,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     from cxr_keras.choices import EXPORT_FORMATS as FORMATS
 
     export = commands.add_parser("export", help="SavedModel and TFLite artifacts, model card, parity report")
-    export.add_argument("--model", required=True, help="a .keras model made by cxr train (with its .json)")
+    export.add_argument("--model", required=True, help="a .keras model: made by cxr train (with its .json), or "
+                        "a foreign one described by the options below")
     export.add_argument("--formats", nargs="+", default=["savedmodel", "tflite-fp32"], choices=FORMATS,
                         help="artifacts to write (default savedmodel tflite-fp32)")
     add_out_argument(export, "output folder, e.g. saved_models/NAME (with --overwrite an earlier export there is "
@@ -418,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give each TFLite artifact its own threshold, the one that keeps the Keras model's "
                              "sensitivity on --eval-data (use validation images); predict uses it")
     export.add_argument("--threads", type=int, default=2, help="TFLite threads for the latency figures")
+    foreign = export.add_argument_group("a foreign model (no .json beside it); its preprocessing goes inside the "
+                                        "exported graph, so the device feeds raw pixels")
+    foreign.add_argument("--class-names", nargs="+", help="its classes, in output order")
+    foreign.add_argument("--preprocess", choices=PREPROCESS, help="what its pixels must look like (see evaluate)")
+    foreign.add_argument("--threshold", type=float, help="a binary model's operating threshold")
+    foreign.add_argument("--threshold-from", help="the metrics.json of `cxr evaluate --model` on validation data: "
+                         "threshold, classes and preprocessing")
     export.set_defaults(func=cmd_export)
 
     from cxr_keras.predict import add_predict_arguments
@@ -435,7 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_out_argument(gradcam, "output folder (default ./gradcam)", default="gradcam")
     gradcam.add_argument("--method", choices=METHODS, default="gradcam", help="default gradcam")
     gradcam.add_argument("--layer", help="conv layer to explain (nested: outer/inner); default: the last 4-D one")
-    gradcam.add_argument("--class-index", type=int, help="explain this class (default: the predicted one)")
+    gradcam.add_argument("--class-index", type=int, help="explain this class (default: the decided one)")
+    gradcam.add_argument("--threshold", type=float,
+                         help="a binary model's decision threshold, which decides the class explained (default: the "
+                         "model's own from best.json, else 0.5)")
     gradcam.add_argument("--masks", action="store_true",
                          help="pointing game against lesion masks beside the images (<class>/masks/<finding>/)")
     gradcam.add_argument("--boxes", help="pointing game against boxes: NIH BBox_List_2017.csv(.gz), by file name")

@@ -20,6 +20,7 @@ import tensorflow as tf
 from cxr_keras.choices import EXPORT_FORMATS
 from cxr_keras.edge import ArtifactError, TFLiteModel, sha256, verify_artifact
 from cxr_keras.io_utils import atomic_writer, publish_mode
+from cxr_keras.models.foreign import ForeignOptions
 
 FORMATS = EXPORT_FORMATS
 # Ops tflite-int8-mixed keeps in float: the sigmoid and product of swish (EfficientNet) and of squeeze-and-excite
@@ -94,18 +95,18 @@ def calibration_images(paths: list[str], size: tuple[int, int], count: int) -> n
 
 
 def export_model(model_path: str, out: str, formats: list[str], calibration_paths: list[str] | None = None,
-                 calibration_count: int = 200, int8_io: str = "float") -> dict:
+                 calibration_count: int = 200, int8_io: str = "float", foreign: ForeignOptions | None = None
+                 ) -> dict:
     """Write the artifacts and model_card.json into `out`; returns the card.
 
     Everything is built in a temporary folder beside `out` and swapped in whole at the end, so a killed export
     leaves the previous one intact and a folder never holds an artifact its card does not describe. An existing
-    `out` is replaced only if it is an export (has a model_card.json) or empty."""
-    from cxr_keras.models.saving import load_model
-
+    `out` is replaced only if it is an export (has a model_card.json) or empty. A foreign model (no metadata) is
+    exported wrapped to take raw pixels, as `foreign` describes it (cxr_keras/models/foreign.py)."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
-    model, metadata = load_model(model_path, compile=False)
+    model, metadata = load_for_export(model_path, foreign)
     size = tuple(model.input_shape[1:3])
     calibration = None
     if "tflite-int8" in formats or "tflite-int8-mixed" in formats:
@@ -123,6 +124,14 @@ def export_model(model_path: str, out: str, formats: list[str], calibration_path
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return card
+
+
+def load_for_export(model_path: str, foreign: ForeignOptions | None = None) -> tuple:
+    """The model as it is exported (raw pixels in, probabilities out) and its metadata."""
+    from cxr_keras.models.foreign import prepare
+    from cxr_keras.models.saving import load_model
+
+    return prepare(*load_model(model_path, compile=False), foreign)
 
 
 def _check_replaceable(out: str) -> None:
@@ -180,7 +189,7 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
         "task": meta.get("task"), "classes": meta.get("classes"), "positive_class": meta.get("positive_class"),
         "input": {"name": "image", "shape": [1, *model.input_shape[1:]], "dtype": "float32", "range": [0, 255],
                   "layout": "NHWC, single-channel grayscale", "resize": meta.get("input", {}).get("resize", "stretch"),
-                  "preprocessing": "inside the model (gray to RGB, the backbone's normalisation)"},
+                  "preprocessing": _preprocessing(meta)},
         "output": {"activation": "softmax" if meta.get("task") == "multiclass" else "sigmoid",
                    "meaning": "probability per output (binary: of the positive class)"
                               + (f", {meta['calibration']['method']}-calibrated inside the model on "
@@ -188,7 +197,7 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
         "threshold": meta.get("threshold", 0.5), "threshold_rule": meta.get("threshold_rule", "default 0.5"),
         "validation_operating_point": meta.get("validation_operating_point"),
         "calibration": meta.get("calibration"),
-        "backbone": meta.get("backbone"), "weights": meta.get("weights"),
+        "backbone": meta.get("backbone"), "weights": meta.get("weights"), "foreign": meta.get("foreign"),
         "int8": {"calibration_images": calibration, "io": int8_io} if calibration else None,
         "artifacts": {fmt: {"file": name, "sha256": sha256(os.path.join(out, name)),
                             "bytes": _size(os.path.join(out, name))} for fmt, name in artifacts.items()},
@@ -198,6 +207,16 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
         "limitations": "Measured only on the data in the parity report; performance on other scanners, sites, "
                        "populations and views is unknown until measured there.",
     }
+
+
+def _preprocessing(meta: dict) -> str:
+    foreign = meta.get("foreign")
+    if not foreign:
+        return "inside the model (gray to RGB, the backbone's normalisation)"
+    steps = (["gray to RGB"] if foreign["input_channels"] == 3 else []) + (
+        [f"'{foreign['preprocess']}' preprocessing"] if foreign["preprocess"] != "none" else [])
+    return f"inside the exported graph ({', '.join(steps) or 'none'}), then the foreign model" + (
+        f", its {foreign['output']} turned into probabilities" if foreign["output"] == "logits" else "")
 
 
 def _size(path: str) -> int:
@@ -230,16 +249,15 @@ def latency(predict_one, images: np.ndarray, runs: int = 30) -> dict[str, float]
 
 
 def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndarray, threads: int = 2,
-                  recalibrate: bool = False) -> dict:
+                  recalibrate: bool = False, foreign: ForeignOptions | None = None) -> dict:
     """Each artifact against the Keras model on the same images: ROC-AUC, sensitivity/specificity at the card's
     threshold, accuracy, max |difference in probability|, size, latency; for binary models also each artifact's
     own threshold that keeps the Keras model's sensitivity, and the specificity there. With `recalibrate`, those
     thresholds go into the card (predict uses them). Writes export_report.json and README.md."""
     from cxr_keras.evaluate.metrics import evaluate_scores
-    from cxr_keras.models.saving import load_model
 
     card = verify_card(out)
-    model, _ = load_model(model_path, compile=False)
+    model, _ = load_for_export(model_path, foreign)
     reference = np.asarray(model.predict(images, batch_size=32, verbose=0), dtype=np.float64)
     rows = {"keras": _row(card, reference, reference, y_true, _size(model_path),
                           latency(lambda x: model(x[None], training=False), images), evaluate_scores)}
@@ -282,16 +300,16 @@ def recalibrated_point(y_true: np.ndarray, scores: np.ndarray, sensitivity: floa
             "specificity": float((~decided[~y]).mean())}
 
 
-def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalibrate: bool = False) -> dict:
+def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalibrate: bool = False,
+                     foreign: ForeignOptions | None = None) -> dict:
     """`parity_report` on the images and labels of a table (decoded as the training pipeline decodes them)."""
     from cxr_keras.data.pipeline import decode_all
     from cxr_keras.evaluate.inference import describe_model, truth
-    from cxr_keras.models.saving import load_model
 
-    model, metadata = load_model(model_path, compile=False)
+    model, metadata = load_for_export(model_path, foreign)
     spec = describe_model(model, metadata)
     images = decode_all(table.paths, spec.image_size).astype(np.float32)
-    return parity_report(model_path, out, images, truth(table, spec), threads, recalibrate)
+    return parity_report(model_path, out, images, truth(table, spec), threads, recalibrate, foreign)
 
 
 def _row(card, probabilities, reference, y_true, size, timing, evaluate_scores) -> dict:

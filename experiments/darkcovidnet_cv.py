@@ -52,7 +52,7 @@ def _extra(parser) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     from cxr_keras.evaluate.evaluate import evaluate_run, run_table
-    from cxr_keras.evaluate.gradcam import explain
+    from cxr_keras.evaluate.explain import ExplainOptions, explain
     from cxr_keras.train import run_experiment
 
     args = parse_args("darkcovidnet_cv", __doc__, argv, SAMPLE, task="multiclass", extra=_extra)
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
                 model=dataclasses.replace(base.model, init_from=base.model.init_from.replace("{fold}", str(k))))
             run_experiment(config, run_dir=run_dir, quiet=args.quiet)
             val = run_table(run_dir).split("val")
-            explain(os.path.join(run_dir, "best.keras"), val.paths, os.path.join(run_dir, "gradcam"), figures=0)
+            explain(os.path.join(run_dir, "best.keras"), val.paths, os.path.join(run_dir, "gradcam"),
+                    ExplainOptions(figures=0))
             evaluate_run(run_dir, stress=None)  # per fold: the border check is this experiment's proxy
         with open(done) as f:
             metrics = json.load(f)
@@ -148,7 +149,7 @@ def pairwise_auc(score_files: list[str], classes: list[str]) -> dict[str, float]
 
 def mean_map_figure(gradcam_dirs: list[str], path: str) -> dict[str, np.ndarray]:
     """Each predicted class's mean Grad-CAM map over the folds' validation images, saved as one figure."""
-    from cxr_keras.evaluate.gradcam import save_mean_maps
+    from cxr_keras.evaluate.localisation import save_mean_maps
 
     cams, explained = [], []
     for folder in gradcam_dirs:

@@ -89,7 +89,7 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     """Grad-CAM on test images spread over the split (so every class shows), then SavedModel + TFLite (fp32,
     int8) with a parity report on test (validation when the run has no test split); returns the export folder."""
     from cxr_keras.evaluate.evaluate import run_table
-    from cxr_keras.evaluate.gradcam import explain
+    from cxr_keras.evaluate.explain import explain
     from cxr_keras.export import export_model, parity_for_table
 
     table = run_table(run_dir)

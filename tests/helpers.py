@@ -100,3 +100,18 @@ def write_blob_dataset(root: str, n_per_class: int = 40, size: int = 48, seed: i
             pixels = np.clip(image, 0, 255).astype(np.uint8)
             write_image(os.path.join(root, cls, f"patient{label}{i:03d}_0.png"), pixels)
     return root
+
+
+def train_baseline(data_dir: str, runs_dir: str, epochs: int = 1, split_ratios=(0.6, 0.2, 0.2), batch_size: int = 16,
+                   name: str = "t") -> str:
+    """A quiet from-scratch baseline-CNN run at 32 px without augmentation: the smallest real run; its folder."""
+    from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+    from cxr_keras.train import run_experiment
+
+    config = ExperimentConfig(
+        name=name, runs_dir=runs_dir,
+        data=DataConfig(data_dir=data_dir, image_size=32, batch_size=batch_size, split_ratios=split_ratios,
+                        augment="none"),
+        model=ModelConfig(backbone="baseline", weights="none"),
+        train=TrainConfig(stages=[StageConfig(epochs=epochs, trainable="all")], tensorboard=False))
+    return run_experiment(config, quiet=True)

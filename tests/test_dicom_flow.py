@@ -7,13 +7,11 @@ import os
 
 import numpy as np
 import pytest
-from helpers import write_blob_dataset, write_dicom
+from helpers import train_baseline, write_blob_dataset, write_dicom
 
 from cxr_keras.cli import main
-from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.sources import load_dataset
-from cxr_keras.train import run_experiment
 
 
 def _with_dicoms(root):
@@ -40,12 +38,7 @@ def test_dicom_decodes_inside_tf_data_like_outside(tmp_path, cache):
 
 def test_train_evaluate_gradcam_and_predict_read_the_dicom(tmp_path, capsys):
     data = _with_dicoms(tmp_path)
-    config = ExperimentConfig(
-        name="dicom", runs_dir=str(tmp_path / "runs"),
-        data=DataConfig(data_dir=data, image_size=32, batch_size=8, split_ratios=(0.5, 0.25, 0.25), augment="none"),
-        model=ModelConfig(backbone="baseline", weights="none"),
-        train=TrainConfig(stages=[StageConfig(epochs=1, trainable="all")], tensorboard=False))
-    run_dir = run_experiment(config, quiet=True)
+    run_dir = train_baseline(data, str(tmp_path / "runs"), split_ratios=(0.5, 0.25, 0.25), batch_size=8, name="dicom")
     with open(os.path.join(run_dir, "splits.csv")) as f:
         assert sum(row["path"].endswith(".dcm") for row in csv.DictReader(f)) == 2
     assert main(["evaluate", "--run", run_dir]) == 0

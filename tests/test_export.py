@@ -8,13 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import write_blob_dataset, write_dicom
+from helpers import train_baseline, write_blob_dataset, write_dicom
 
 from cxr_keras.cli import main
-from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.export import ExportError, recalibrated_point, verify_card
 from cxr_keras.predict import artifact_threshold
-from cxr_keras.train import run_experiment
 
 FORMATS = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed"]
 
@@ -23,12 +21,7 @@ FORMATS = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data = write_blob_dataset(str(root / "data"), n_per_class=30, size=32, seed=7)
-    config = ExperimentConfig(
-        name="export", runs_dir=str(root / "runs"),
-        data=DataConfig(data_dir=data, image_size=32, batch_size=16, split_ratios=(0.6, 0.2, 0.2), augment="none"),
-        model=ModelConfig(backbone="baseline", weights="none"),
-        train=TrainConfig(stages=[StageConfig(epochs=3, trainable="all")], tensorboard=False))
-    run_dir = run_experiment(config, quiet=True)
+    run_dir = train_baseline(data, str(root / "runs"), epochs=3, name="export")
     out = str(root / "saved")
     assert main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", out, "--formats", *FORMATS,
                  "--calibration-data", data, "--calibration-count", "40", "--eval-data", data,

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from cxr_keras.evaluate.gradcam import border_check, compute_cams, find_conv_layer, pointing_game
+from cxr_keras.evaluate.gradcam import compute_cams, find_conv_layer
+from cxr_keras.evaluate.localisation import border_check, pointing_game
 from cxr_keras.models.factory import build_model
 
 
@@ -91,7 +92,7 @@ def test_border_check_arithmetic():
 
 
 def test_mean_maps_average_each_class_after_scaling_every_map_to_sum_one():
-    from cxr_keras.evaluate.gradcam import mean_maps
+    from cxr_keras.evaluate.localisation import mean_maps
 
     cams = np.zeros((4, 2, 2))
     cams[0, 0, 0] = 3.0  # COVID: one corner, at any intensity
@@ -104,7 +105,7 @@ def test_mean_maps_average_each_class_after_scaling_every_map_to_sum_one():
 
 
 def test_nih_boxes_become_masks_at_the_model_size(tmp_path):
-    from cxr_keras.evaluate.gradcam import box_masks
+    from cxr_keras.data.masks import box_masks
 
     csv_path = tmp_path / "BBox_List_2017.csv"
     csv_path.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"

@@ -6,11 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import write_blob_dataset
+from helpers import train_baseline, write_blob_dataset
 
-from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+from cxr_keras.config import ExperimentConfig
 from cxr_keras.evaluate.calibration import apply_calibration, fit_calibration
-from cxr_keras.train import run_experiment
 from experiments import proxies
 
 
@@ -32,12 +31,7 @@ def test_proxies_of_a_tiny_run_on_stand_in_datasets(tmp_path, capsys):
     os.rmdir(os.path.join(data, "NORMAL_"))
     for k, name in enumerate(sorted(os.listdir(os.path.join(data, "PNEUMONIA")))):
         os.rename(os.path.join(data, "PNEUMONIA", name), os.path.join(data, "PNEUMONIA", f"person{k}_virus_1.png"))
-    config = ExperimentConfig(
-        name="p", runs_dir=str(tmp_path / "runs"),
-        data=DataConfig(data_dir=data, image_size=32, batch_size=16, split_ratios=(0.6, 0.4, 0.0), augment="none"),
-        model=ModelConfig(backbone="baseline", weights="none"),
-        train=TrainConfig(stages=[StageConfig(epochs=1, trainable="all")], tensorboard=False))
-    run = run_experiment(config, quiet=True)
+    run = train_baseline(data, str(tmp_path / "runs"), split_ratios=(0.6, 0.4, 0.0), name="p")
     other = tmp_path / "datasets"
     blobs = write_blob_dataset(str(tmp_path / "other"), n_per_class=10, size=40, seed=2)
     shutil.copytree(os.path.join(blobs, "NORMAL"), other / "covid-radiography-2class" / "Normal")
@@ -61,7 +55,6 @@ def test_proxies_of_a_tiny_run_on_stand_in_datasets(tmp_path, capsys):
 
 
 def test_proxies_refuse_what_they_cannot_judge_in_one_line(tmp_path, capsys):
-    from cxr_keras.config import ExperimentConfig
 
     run = tmp_path / "run"
     run.mkdir()

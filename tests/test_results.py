@@ -106,28 +106,28 @@ def test_cross_validation_covers_every_image_once_and_resumes(tmp_path, monkeypa
     from experiments.darkcovidnet_cv import main
 
     monkeypatch.chdir(tmp_path)  # the generated sample data lands in ./runs
-    argv = ["--backbone", "baseline", "--image-size", "32", "--epochs", "1", "--folds", "3", "--out", "cv",
+    argv = ["--backbone", "baseline", "--image-size", "32", "--epochs", "1", "--folds", "2", "--out", "cv",
             "--quiet"]
     summary = main(argv)
     folds = summary["folds"]
-    assert len(folds) == 3 and sum(f["n_val"] for f in folds) == int(np.sum(summary["confusion"]))
+    assert len(folds) == 2 and sum(f["n_val"] for f in folds) == int(np.sum(summary["confusion"]))
     assert summary["accuracy"]["mean"] == pytest.approx(np.mean([f["accuracy"] for f in folds]))
     assert 0 <= summary["border"]["area_share"] < 1 and summary["border"]["per_predicted_class"]
     assert (tmp_path / "cv" / "gradcam_mean.png").stat().st_size > 0
     val_paths = [set(r["path"] for r in csv.DictReader(open(tmp_path / "cv" / f"fold{k}" / "splits.csv"))
-                     if r["split"] == "val") for k in range(3)]
+                     if r["split"] == "val") for k in range(2)]
     everything = {r["path"] for r in csv.DictReader(open(tmp_path / "cv" / "fold0" / "splits.csv"))}
     assert set().union(*val_paths) == everything and sum(map(len, val_paths)) == len(everything)
 
     # Each fold from its own model (same split, never a model that saw its validation images).
-    larger = main(["--backbone", "baseline", "--image-size", "40", "--epochs", "1", "--folds", "3", "--out", "cv40",
+    larger = main(["--backbone", "baseline", "--image-size", "40", "--epochs", "1", "--folds", "2", "--out", "cv40",
                    "--quiet", "--init-from", "cv/fold{fold}/best.keras"])
-    for k in range(3):
+    for k in range(2):
         config = json.load(open(tmp_path / "cv40" / f"fold{k}" / "config.json"))
         assert config["model"]["init_from"] == f"cv/fold{k}/best.keras" and config["data"]["image_size"] == 40
         assert {r["path"] for r in csv.DictReader(open(tmp_path / "cv40" / f"fold{k}" / "splits.csv"))
                 if r["split"] == "val"} == val_paths[k]
-    assert len(larger["folds"]) == 3 and len(larger["pairwise_auc"]) == 6  # 4 sample classes
+    assert len(larger["folds"]) == 2 and len(larger["pairwise_auc"]) == 6  # 4 sample classes
 
     monkeypatch.setattr(train, "run_experiment", lambda *a, **k: pytest.fail("a finished fold was trained again"))
     assert main(argv)["accuracy"] == summary["accuracy"]

@@ -122,11 +122,11 @@ def test_from_scratch_inference_predictions_separate_the_classes(blobs, tmp_path
     ~0.99 in fit) yet answers every image the same in inference mode. The toolkit's from-scratch defaults
     (momentum 0.9, BatchNorm statistics recalibrated before each validation) do not."""
     table = load_dataset(blobs)
-    images = make_dataset(table.paths, table.targets(), (48, 48), 16)
+    images = make_dataset(table.paths, table.targets(), (32, 32), 16)
     y = table.targets().ravel()
 
     def scratch_run(name, **model):
-        cfg = config(blobs, tmp_path / name, "mobilenetv2", "none", [StageConfig(epochs=5, trainable="all")], 48)
+        cfg = config(blobs, tmp_path / name, "mobilenetv2", "none", [StageConfig(epochs=4, trainable="all")], 32)
         cfg.data.augment = "none"
         cfg.model.bn_momentum = model.get("bn_momentum")
         cfg.train.recalibrate_bn = model.get("recalibrate_bn", "auto")
@@ -136,7 +136,7 @@ def test_from_scratch_inference_predictions_separate_the_classes(blobs, tmp_path
         return fitted_auc, roc_auc_score(y, predictions), predictions.std()
 
     fitted, auc, spread = scratch_run("toolkit")
-    assert fitted > 0.9 and auc > 0.95 and spread > 0.2, (fitted, auc, spread)
+    assert fitted > 0.9 and auc > 0.9 and spread > 0.2, (fitted, auc, spread)
     fitted, auc, spread = scratch_run("plain", bn_momentum=0.999, recalibrate_bn="false")
     assert fitted > 0.9 and auc < 0.75 and spread < 0.05, (fitted, auc, spread)  # the trap, reproduced
 

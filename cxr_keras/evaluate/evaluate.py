@@ -55,6 +55,7 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     metrics = evaluate_scores(spec.task, spec.classes, y, scores, threshold, resamples, seed,
                               positive_index=spec.positive_index)
     metrics["threshold_rule"] = threshold_rule
+    metrics["preprocess"] = spec.preprocess  # with classes and threshold: what `cxr export --threshold-from` reads
     if caveat:
         metrics["caveat"] = caveat
     if class_map:
@@ -183,14 +184,15 @@ def failure_cams(model: keras.Model, spec: ModelSpec, pixels: np.ndarray, column
     from cxr_keras.evaluate.gradcam import compute_cams
 
     x = np.asarray(feed(pixels.astype("float32"), spec))
+    logits = spec.output == "logits"
     try:
         if columns is None:
-            return compute_cams(model, x)[0], "Grad-CAM of the predicted class"
+            return compute_cams(model, x, logits=logits)[0], "Grad-CAM of the predicted class"
         if spec.task == "binary":
             index = spec.positive_index if model.output_shape[-1] == 2 else 1
-            return compute_cams(model, x, class_index=index)[0], (
+            return compute_cams(model, x, class_index=index, logits=logits)[0], (
                 f"Grad-CAM of {spec.classes[spec.positive_index]}: what raises its score")
-        maps = [compute_cams(model, x[k:k + 1], class_index=c)[0][0] for k, c in enumerate(columns)]
+        maps = [compute_cams(model, x[k:k + 1], class_index=c, logits=logits)[0][0] for k, c in enumerate(columns)]
         return np.stack(maps), "Grad-CAM of the finding each image got wrong"
     except Exception as exc:  # a foreign model Grad-CAM cannot open: the grid is still worth having
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]  # tf.function: the last line

@@ -1,10 +1,11 @@
-"""Grad-CAM and Grad-CAM++ for this toolkit's flat models and for foreign models with a nested backbone.
+"""Grad-CAM and Grad-CAM++ for any Keras 3 image classifier whose convolutional features can be reached.
 
 Most Grad-CAM code builds `Model(model.input, [conv_layer.output, model.output])`, which fails with "Graph
-disconnected" when the conv layer lives inside a nested sub-model (the commonest Keras transfer-learning
-pattern). Here the outer model is re-run layer by layer with the nested backbone replaced by a copy that also
-returns the conv output, so both kinds work. Outer models must be a chain (each layer takes the previous
-layer's output), which that pattern is; our flat models need no rewiring at all.
+disconnected" when the conv layer lives inside a nested sub-model (the Keras transfer-learning guide's pattern:
+a `keras.applications` backbone called inside a Functional model). Here the outer model is re-traced with
+`keras.models.clone_model(..., call_function=...)`, its own layers reused (same weights), and the nested
+backbone replaced by a copy that also returns the conv output; Sequential models are re-traced as the chain they
+are. This works at any depth of nesting and for any outer graph, not only chains. Keras ships no Grad-CAM.
 """
 
 from __future__ import annotations
@@ -23,19 +24,33 @@ METHODS = GRADCAM_METHODS
 def find_conv_layer(model: keras.Model) -> list[str]:
     """Path of layer names to the last layer with a 4-D output, looking inside nested models too:
     ["top_activation"] for a flat model, ["efficientnetb0", "top_activation"] for a nested one."""
+    path = _last_feature_layer(model)
+    if path is None:
+        looked = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in model.layers[-8:])
+        raise ValueError(f"model {model.name} has no layer with a 4-D (convolutional) output for Grad-CAM; looked "
+                         f"at its layers and those of its nested models (last ones: {looked})")
+    return path
+
+
+def _last_feature_layer(model: keras.Model) -> list[str] | None:
     for layer in reversed(model.layers):
         if isinstance(layer, keras.Model):
-            try:
-                return [layer.name, *find_conv_layer(layer)]
-            except ValueError:
-                continue
-        shape = getattr(layer, "output", None)
-        if shape is not None and len(layer.output.shape) == 4 and not isinstance(layer, keras.layers.InputLayer):
+            inner = _last_feature_layer(layer)
+            if inner is not None:
+                return [layer.name, *inner]
+            continue
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            rank = len(layer.output.shape)
+        except (AttributeError, ValueError):  # a layer never called in this graph
+            continue
+        if rank == 4:
             return [layer.name]
-    raise ValueError(f"model {model.name} has no layer with a 4-D (convolutional) output: Grad-CAM needs one")
+    return None
 
 
-def _resolve(model: keras.Model, layer: str | None) -> list[str]:
+def layer_path(model: keras.Model, layer: str | None) -> list[str]:
     if layer is None:
         return find_conv_layer(model)
     path = layer.split("/")
@@ -51,56 +66,83 @@ def _resolve(model: keras.Model, layer: str | None) -> list[str]:
     return path
 
 
-def gradient_model(model: keras.Model, layer: str | None = None):
-    """A callable x -> (conv output, predictions), for flat and nested models; and the layer path used."""
-    path = _resolve(model, layer)
-    if len(path) == 1:
-        return keras.Model(model.inputs, [model.get_layer(path[0]).output, model.output]), path
-    nested = model.get_layer(path[0])
-    inner, _ = gradient_model(nested, "/".join(path[1:]))
+def gradient_model(model: keras.Model, layer: str | None = None) -> tuple[keras.Model, list[str]]:
+    """A model x -> (conv output, predictions) sharing `model`'s layers and weights, and the layer path used."""
+    path = layer_path(model, layer)
+    return _with_features(model, path), path
 
-    def forward(x, training=False):
-        features = None
-        for item in model.layers:
-            if isinstance(item, keras.layers.InputLayer):
-                continue
-            if item is nested:
-                features, x = inner(x, training=training)
-            else:
-                x = item(x, training=training)
-        return features, x
 
-    return forward, path
+def _with_features(model: keras.Model, path: list[str]) -> keras.Model:
+    """`model` as a Functional model with two outputs: the feature map at `path` and the prediction."""
+    target = model.get_layer(path[0])
+    if len(path) == 1 and not isinstance(model, keras.Sequential):
+        return keras.Model(model.inputs, [target.output, model.outputs[0]])
+    inner = _with_features(target, path[1:]) if len(path) > 1 else None
+    captured = []
+
+    def call(layer, *args, **kwargs):
+        if layer is not target:
+            return layer(*args, **kwargs)
+        if inner is None:
+            output = layer(*args, **kwargs)
+            captured.append(output)
+            return output
+        features, output = inner(*args, **kwargs)
+        captured.append(features)
+        return output
+
+    if isinstance(model, keras.Sequential):  # clone_model takes no call_function for Sequential: re-trace the chain
+        inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype)
+        outputs = inputs
+        for layer in model.layers:
+            outputs = call(layer, outputs)
+    else:
+        clone = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+        inputs, outputs = clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs, clone.outputs[0]
+    return keras.Model(inputs, [captured[-1], outputs])
 
 
 def class_scores(predictions, class_index):
-    """The score each image is explained for: the probability of its class (1 - p for class 0 of a sigmoid)."""
+    """The score each image is explained for: the model's output for its class (1 - p for class 0 of a single
+    sigmoid; the logit itself for logit outputs)."""
     if predictions.shape[-1] == 1:
         p = predictions[:, 0]
         return tf.where(class_index == 1, p, 1.0 - p)
     return tf.gather(predictions, class_index, axis=1, batch_dims=1)
 
 
+def _decisions(predictions, threshold, logits: bool, positive: int):
+    """The class each image is decided as: a single output against `threshold` (a probability, so logits are
+    squashed first); two outputs of a binary model by the positive class's probability against it; else argmax."""
+    units = predictions.shape[-1]
+    if units > 2 or positive < 0:
+        return tf.argmax(predictions, axis=1, output_type=tf.int32)
+    if units == 1:
+        p = tf.sigmoid(predictions[:, 0]) if logits else predictions[:, 0]
+        return tf.cast(p >= threshold, tf.int32)
+    p = (tf.nn.softmax(predictions, axis=1) if logits else predictions)[:, positive]
+    return tf.where(p >= threshold, positive, 1 - positive)
+
+
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _cam_function(model: keras.Model, layer: str | None, method: str):
-    """A compiled (x, class_index) -> (maps, explained class, predictions) step, cached per model and layer."""
+def _cam_function(model: keras.Model, layer: str | None, method: str, logits: bool, positive: int):
+    """A compiled (x, class_index, threshold) -> (maps, explained class, predictions) step, cached per model,
+    layer and decision rule."""
     cache = _COMPILED.setdefault(model, {})
-    if (layer, method) in cache:
-        return cache[(layer, method)]
+    key = (layer, method, logits, positive)
+    if key in cache:
+        return cache[key]
     forward, path = gradient_model(model, layer)
 
     @tf.function(reduce_retracing=True)
-    def step(x, class_index):
+    def step(x, class_index, threshold):
         with tf.GradientTape() as tape:
             features, predictions = forward(x, training=False)
             predictions = tf.cast(predictions, tf.float32)
-            if predictions.shape[-1] == 1:
-                predicted = tf.cast(predictions[:, 0] >= 0.5, tf.int32)
-            else:
-                predicted = tf.argmax(predictions, axis=1, output_type=tf.int32)
-            index = tf.where(class_index < 0, predicted, class_index)
+            decided = _decisions(predictions, threshold, logits, positive)
+            index = tf.where(class_index < 0, decided, class_index)
             score = class_scores(predictions, index)
         grads = tape.gradient(score, features)
         if grads is None:  # known while tracing: the output does not depend on that layer through a gradient
@@ -117,203 +159,37 @@ def _cam_function(model: keras.Model, layer: str | None, method: str):
         cam = tf.image.resize(cam[..., None], tf.shape(x)[1:3], method="bilinear")[..., 0]
         return tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True)), index, predictions
 
-    cache[(layer, method)] = step
+    cache[key] = step
     return step
 
 
 def compute_cams(model: keras.Model, images: np.ndarray, method: str = "gradcam", layer: str | None = None,
-                 class_index: int | None = None, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 class_index: int | None = None, batch_size: int = 32, threshold: float = 0.5,
+                 logits: bool | None = None, positive_index: int = 1, exclusive: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Heat maps (N, H, W) in 0..1 at the input size, the explained class per image and the predictions.
 
-    `class_index` None explains the predicted class (binary sigmoid: 1 when p >= 0.5).
+    `class_index` None explains the decided class: for a binary model, the positive class (`positive_index` of
+    two outputs) when its probability reaches `threshold` (the model's own operating point), else the other; the
+    top class otherwise. `logits` None reads it from the last layer's activation. `exclusive` False (multi-label
+    models) explains the top-scoring finding whatever the output count.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    _resolve(model, layer)
+    layer_path(model, layer)
     n_out = model.output_shape[-1]
     if class_index is not None and not 0 <= class_index < max(n_out, 2):
         raise ValueError(f"class index {class_index} is out of range for a model with {n_out} output(s)")
-    step = _cam_function(model, layer, method)
+    if logits is None:
+        activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
+        logits = activation in ("linear", None)
+    step = _cam_function(model, layer, method, bool(logits), positive_index if exclusive else -1)
     cams, explained, outputs = [], [], []
     for start in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(images[start : start + batch_size], dtype=tf.float32)
         wanted = tf.fill([tf.shape(x)[0]], -1 if class_index is None else int(class_index))
-        cam, index, predictions = step(x, wanted)
+        cam, index, predictions = step(x, wanted, tf.constant(float(threshold), tf.float32))
         cams.append(cam.numpy())
         explained.append(index.numpy())
         outputs.append(predictions.numpy())
     return np.concatenate(cams), np.concatenate(explained), np.concatenate(outputs)
-
-
-def pointing_game(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image: whether the heat map's peak falls inside the lesion mask ("hit"), and the share of the map's
-    energy inside it. Images with an empty mask are left out (NaN)."""
-    cams, masks = np.asarray(cams, dtype=float), np.asarray(masks, dtype=bool)
-    flat = cams.reshape(len(cams), -1)
-    peak = flat.argmax(axis=1)
-    has_lesion = masks.reshape(len(masks), -1).any(axis=1)
-    hit = masks.reshape(len(masks), -1)[np.arange(len(cams)), peak].astype(float)
-    total = flat.sum(axis=1)
-    inside = (flat * masks.reshape(len(masks), -1)).sum(axis=1)
-    energy = np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
-    return {"hit": np.where(has_lesion, hit, np.nan), "energy": np.where(has_lesion, energy, np.nan)}
-
-
-def border_mask(size: tuple[int, int], band: float = 0.125) -> np.ndarray:
-    """True on the outer `band` share of each side: where borders, corners and burned-in text sit."""
-    mask = np.ones(size, dtype=bool)
-    dy, dx = max(1, round(band * size[0])), max(1, round(band * size[1]))
-    mask[dy:-dy, dx:-dx] = False
-    return mask
-
-
-def border_check(cams: np.ndarray, explained: list[str], band: float = 0.125) -> dict:
-    """The shortcut check: share of heat (and of peaks) in the image border, overall and per explained class,
-    beside the border's share of the area (what heat spread evenly would give)."""
-    mask = border_mask(cams.shape[1:3], band)
-    result = pointing_game(cams, np.broadcast_to(mask, cams.shape))
-    names = np.asarray(explained)
-    per_class = {str(c): {"images": int((names == c).sum()), "energy_share": float(result["energy"][names == c].mean()),
-                          "peak_share": float(result["hit"][names == c].mean())} for c in sorted(set(explained))}
-    return {"band": band, "area_share": float(mask.mean()), "energy_share": float(result["energy"].mean()),
-            "peak_share": float(result["hit"].mean()), "per_class": per_class}
-
-
-def mean_maps(cams: np.ndarray, explained: list[str]) -> dict[str, np.ndarray]:
-    """Per explained class, the average of its heat maps, each first scaled to sum 1: where a class looks on
-    most images. A sharp spot off the lungs, the same for every image, is a shortcut's signature."""
-    names = np.asarray(explained)
-    totals = np.asarray(cams, dtype=np.float64).sum(axis=(1, 2), keepdims=True)
-    shares = np.divide(cams, totals, out=np.zeros(np.shape(cams)), where=totals > 0)
-    return {str(c): shares[names == c].mean(axis=0) for c in sorted(set(explained))}
-
-
-def save_mean_maps(cams: np.ndarray, explained: list[str], path: str) -> dict[str, np.ndarray]:
-    """`mean_maps` drawn as one figure at `path`, each panel titled with its class's image count."""
-    from cxr_keras.evaluate import plots
-
-    maps = mean_maps(cams, explained)
-    plots.plot_mean_maps(maps, {c: list(explained).count(c) for c in maps}, path)
-    return maps
-
-
-def _probabilities(predictions: np.ndarray, output: str) -> np.ndarray:
-    """(N, K) class probabilities from model outputs (a single sigmoid becomes two columns)."""
-    from cxr_keras.evaluate.inference import softmax
-
-    p = np.asarray(predictions, dtype=float)
-    if output == "logits":
-        p = 1 / (1 + np.exp(-p)) if p.shape[1] == 1 else softmax(p)
-    return np.hstack([1 - p, p]) if p.shape[1] == 1 else p
-
-
-def lesion_mask(image_path: str, size: tuple[int, int]) -> np.ndarray | None:
-    """The union of the synthetic data's lesion masks for an image (`<class>/masks/<finding>/<name>`), resized
-    to `size`; None when the image has none."""
-    import glob
-    import os
-
-    from PIL import Image
-
-    folder, name = os.path.split(image_path)
-    pattern = os.path.join(os.path.dirname(folder), "masks", "*", name)
-    masks = [np.asarray(Image.open(p).convert("L").resize(size[::-1], Image.NEAREST)) > 127
-             for p in sorted(glob.glob(pattern))]
-    return np.any(masks, axis=0) if masks else None
-
-
-def box_masks(paths: list[str], boxes_csv: str, size: tuple[int, int], finding: str | None = None
-              ) -> list[np.ndarray | None]:
-    """Masks from NIH `BBox_List_2017.csv` boxes (x, y, w, h on the original 1024 x 1024 image), matched by file
-    name and drawn at `size` (the images may be stored smaller: the box is scaled as a share of the side)."""
-    import csv
-    import os
-
-    from cxr_keras.data.sources import _open_text
-
-    boxes: dict[str, list[tuple[float, ...]]] = {}
-    with _open_text(boxes_csv) as f:
-        reader = csv.reader(f)
-        next(reader)
-        for row in reader:
-            if len(row) >= 6 and (finding is None or row[1] == finding):
-                boxes.setdefault(row[0], []).append(tuple(float(v) / 1024 for v in row[2:6]))
-    masks: list[np.ndarray | None] = []
-    height, width = size
-    for path in paths:
-        found = boxes.get(os.path.basename(path))
-        if not found:
-            masks.append(None)
-            continue
-        mask = np.zeros(size, dtype=bool)
-        for x, y, w, h in found:
-            rows = slice(int(y * height), int(np.ceil((y + h) * height)))
-            mask[rows, int(x * width) : int(np.ceil((x + w) * width))] = True
-        masks.append(mask)
-    return masks
-
-
-def explain(model_path: str, paths: list[str], out: str, method: str = "gradcam", layer: str | None = None,
-            class_index: int | None = None, masks: bool = False, batch_size: int = 16, preprocess: str | None = None,
-            class_names: list[str] | None = None, figures: int = 24, boxes: str | None = None,
-            box_finding: str | None = None) -> dict:
-    """Grad-CAM for `paths`: per-image figures (the first `figures`), a contact sheet, each class's mean map,
-    the raw maps (.npy) and, with `masks` (synthetic lesion masks) or `boxes` (NIH box CSV), the pointing game.
-    Returns the summary written to gradcam.json."""
-    import json
-    import os
-
-    from cxr_keras.data.pipeline import make_dataset
-    from cxr_keras.data.table import write_dropped
-    from cxr_keras.data.verify import verify_files
-    from cxr_keras.evaluate import plots
-    from cxr_keras.evaluate.inference import describe_model, feed
-    from cxr_keras.io_utils import atomic_writer
-    from cxr_keras.models.saving import load_model
-
-    model, metadata = load_model(model_path, compile=False)
-    spec = describe_model(model, metadata, class_names=class_names, preprocess=preprocess)
-    paths, dropped = verify_files(paths)  # as every command does: a bad file is reported, never met mid-batch
-    if dropped:
-        write_dropped(dropped, os.path.join(out, "dropped.csv"))
-        print(f"{len(dropped)} unreadable files left out (e.g. {dropped[0].path}: {dropped[0].reason}); "
-              f"see {os.path.join(out, 'dropped.csv')}")
-    if not paths:
-        raise ValueError(f"none of the images can be read; see {os.path.join(out, 'dropped.csv')}")
-    raw = np.concatenate([x.numpy() for x, _ in make_dataset(paths, np.zeros((len(paths), 1)), spec.image_size,
-                                                              batch_size, cache=None)])
-    fed = np.asarray(feed(tf.constant(raw), spec))
-    cams, explained, predictions = compute_cams(model, fed, method, layer, class_index, batch_size)
-    os.makedirs(out, exist_ok=True)
-    with atomic_writer(os.path.join(out, "cams.npy"), "wb") as f:
-        np.save(f, cams.astype(np.float32))
-    names = spec.classes
-    probabilities = _probabilities(predictions, spec.output)
-    captions = []
-    for i, path in enumerate(paths):
-        k = int(explained[i])
-        p = probabilities[i, k]
-        captions.append(f"{os.path.basename(path)}: {names[k]} {p:.2f}")
-        if i < figures:
-            plots.plot_gradcam(raw[i], cams[i], f"{method}, {captions[-1]}",
-                               os.path.join(out, f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.png"))
-    plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
-    summary: dict = {"method": method, "layer": "/".join(_resolve(model, layer)), "n_images": len(paths),
-                     "dropped": len(dropped),
-                     "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
-    save_mean_maps(cams, summary["explained"], os.path.join(out, "mean_by_class.png"))
-    summary["border"] = border_check(cams, summary["explained"])
-    if masks or boxes:
-        found = (box_masks(paths, boxes, spec.image_size, box_finding) if boxes
-                 else [lesion_mask(p, spec.image_size) for p in paths])
-        with_mask = [i for i, m in enumerate(found) if m is not None and m.any()]
-        if with_mask:
-            result = pointing_game(cams[with_mask], np.stack([found[i] for i in with_mask]))
-            summary["pointing_game"] = {"images_with_lesion": len(with_mask),
-                                        "hit_rate": float(np.mean(result["hit"])),
-                                        "energy_inside": float(np.mean(result["energy"]))}
-        else:
-            summary["pointing_game"] = {"images_with_lesion": 0}
-    with atomic_writer(os.path.join(out, "gradcam.json")) as f:
-        json.dump(summary, f, indent=2)
-    return summary

@@ -57,7 +57,10 @@ def describe_model(model: keras.Model, metadata: dict | None, *, class_names: li
         if preprocess not in PREPROCESS:
             raise ValueError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}")
         spec.preprocess = preprocess
-    spec.output = output or ("logits" if activation in ("linear", None) else "probabilities")
+    if metadata:  # the toolkit's models, and foreign ones it wrapped, give probabilities by contract
+        spec.output = output or "probabilities"
+    else:
+        spec.output = output or ("logits" if activation in ("linear", None) else "probabilities")
     expected = 2 if spec.task == "binary" else units
     if len(spec.classes) != expected:
         raise ValueError(f"the model has {units} output(s) for {spec.task} data, but {len(spec.classes)} class "
