@@ -283,12 +283,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.recalibrate_threshold and not args.eval_data:
         raise ValueError("--recalibrate-threshold needs --eval-data: labelled (validation) images to match on")
     check_out(args.out, args.overwrite)
+    if args.calibration_data and not os.path.exists(args.calibration_data):
+        raise ValueError(f"--calibration-data {args.calibration_data} does not exist")
+    eval_table = _eval_table(args) if args.eval_data else None  # read before anything is written
     calibration = image_paths([args.calibration_data]) if args.calibration_data else None
     card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io,
                         _foreign(args))
     print(f"Wrote {', '.join(a['file'] for a in card['artifacts'].values())} and model_card.json to {args.out}")
-    if args.eval_data:
-        report = _parity(args)
+    if eval_table is not None:
+        from cxr_keras.export import parity_for_table
+
+        report = parity_for_table(args.model, args.out, eval_table, args.threads, args.recalibrate_threshold,
+                                  _foreign(args))
         for name, row in report["artifacts"].items():
             print(f"  {name:<15} AUC {row['roc_auc']:.4f}  max|dp| {row['max_abs_dp']:.2e}  "
                   f"{row['bytes'] / 1e6:7.2f} MB  {row['mean_ms']:6.2f} ms")
@@ -302,17 +308,17 @@ def _foreign(args: argparse.Namespace):
     return ForeignOptions(args.class_names, args.preprocess, args.threshold, args.threshold_from)
 
 
-def _parity(args: argparse.Namespace) -> dict:
+def _eval_table(args: argparse.Namespace):
+    """--eval-data's images and labels, --eval-count of them spread evenly."""
     import numpy as np
 
     from cxr_keras.data.sources import load_dataset
-    from cxr_keras.export import parity_for_table
 
     table = load_dataset(args.eval_data)
     if args.eval_count and len(table) > args.eval_count:
         evenly = np.linspace(0, len(table) - 1, args.eval_count).round().astype(int)
         table = table.subset(np.isin(np.arange(len(table)), evenly))
-    return parity_for_table(args.model, args.out, table, args.threads, args.recalibrate_threshold, _foreign(args))
+    return table
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -326,3 +326,13 @@ def test_multilabel_decisions_use_each_findings_own_threshold():
     row = _decision(np.array([0.3, 0.6, 0.5]), ["Effusion", "Mass", "Nodule"], "multilabel", cuts, card)
     assert row["decision"] == "Effusion|Nodule"  # 0.3 >= 0.2, 0.6 < 0.7, 0.5 >= 0.5
     assert _decision(np.array([0.3, 0.6, 0.5]), ["A", "B", "C"], "multilabel", 0.5, {})["decision"] == "B|C"
+
+
+@pytest.mark.parametrize("option", ["--eval-data", "--calibration-data"])
+def test_a_missing_data_folder_is_refused_before_anything_is_written(exported, tmp_path, capsys, option):
+    _, run_dir, _ = exported
+    out = str(tmp_path / "exp")
+    assert _export(run_dir, out, ["tflite-int8"], "--calibration-data", str(tmp_path), option,
+                   str(tmp_path / "nowhere")) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "does not exist" in err and not os.path.exists(out)
