@@ -7,14 +7,12 @@ import argparse
 import os
 import sys
 
-from cxr_keras.config import DEFAULT_MAX_PIXELS
+from cxr_keras.data_options import SOURCE_KEYS, add_source_arguments
 from cxr_keras.io_utils import check_out
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
     """The options that say where a dataset is and how to read it (shared by every command that reads data)."""
-    from cxr_keras.choices import LAYOUTS
-
     group = parser.add_argument_group("data")
     where = "dataset root folder (or the images folder of a CSV dataset)"
     if positional:  # `cxr data-report DIR`, and --data-dir as every other command spells it
@@ -22,24 +20,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True)
         group.add_argument("--data-dir", dest="data_dir_option", metavar="DATA_DIR", help="the same, as an option")
     else:
         group.add_argument("--data-dir", help=where)
-    group.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
-                       help="dataset layout (default: recognise it and say which)")
-    group.add_argument("--csv", help="label CSV: NIH Data_Entry_2017*.csv or a generic path/labels CSV")
-    group.add_argument("--images-dir", help="where a CSV's images are, searched recursively (default: DATA_DIR)")
-    group.add_argument("--classes", nargs="+", help="the class list, in order; any other label is an error")
-    group.add_argument("--task", choices=["binary", "multiclass", "multilabel"], help="override the inferred task")
-    group.add_argument("--patient-pattern", help="regex whose first group is the patient id in a file name")
-    group.add_argument("--path-column", help="CSV column holding image paths")
-    group.add_argument("--labels-column", help="CSV column holding delimited labels")
-    group.add_argument("--delimiter", default="|", help="separator inside the labels column (default '|')")
-    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                       help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
-    group.add_argument("--allow-outside-paths", action="store_true",
-                       help="accept CSV paths that are absolute or leave the images folder")
+    add_source_arguments(group)
 
 
-READ_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column",
-             "labels_column", "delimiter", "max_pixels", "allow_outside_paths")
+READ_KEYS = ("data_dir", *SOURCE_KEYS)
 
 
 def load_from_args(args: argparse.Namespace):

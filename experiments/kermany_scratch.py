@@ -134,8 +134,8 @@ def _params(run_dir: str) -> int:
 
 
 def export_int8(run_dir: str) -> dict:
-    """Grad-CAM and export (experiments.efficientnet_finetune.explain_and_export); the int8 row of its parity."""
-    from experiments.efficientnet_finetune import explain_and_export
+    """Grad-CAM and export (cxr_keras.delivery.explain_and_export); the int8 row of its parity."""
+    from cxr_keras.delivery import explain_and_export
 
     out = explain_and_export(run_dir)
     with open(os.path.join(out, "export_report.json")) as f:

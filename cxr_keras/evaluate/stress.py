@@ -1,4 +1,4 @@
-"""The shift stress test: re-score a labelled split under graded acquisition shifts (evaluate/shifts.py) and
+"""The shift stress test: re-score a labelled split under graded acquisition shifts (data/shifts.py) and
 report ranking (ROC-AUC) and the decisions at the model's own threshold against shift strength.
 
 Validation is drawn from the training cohort, so it cannot say how brittle a model is; this says, before
