@@ -42,7 +42,8 @@ class DataConfig:
     resize: str = "stretch"
     batch_size: int = 32
     augment: str = "standard"
-    cache: str | None = "memory"
+    cache: str | None = "auto"  # auto | memory | disk | none | a path for tf.data's file cache (data/pipeline.py)
+    cache_budget_gb: float | None = None  # auto's memory budget (default: half the RAM available at the start)
 
     def load_table(self):
         """The dataset these options describe (`cxr_keras.data.sources.load_dataset`), unsplit."""

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from cxr_keras.config import ExperimentConfig
+from cxr_keras.data import disk_cache
 from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
 from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.pipeline import dataset_for_split
@@ -124,9 +125,14 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
          extra_callbacks: list) -> str:
     data, train = config.data, config.train
     size = (data.image_size, data.image_size)
+    cache = data.cache
+    if cache == "auto":  # one choice for train and val together, said in the log
+        budget = None if data.cache_budget_gb is None else int(data.cache_budget_gb * 1e9)
+        cache, why = disk_cache.choose(len(table.split("train")) + len(table.split("val")), size, budget)
+        print(why)
     train_ds = dataset_for_split(table, "train", size, data.batch_size, training=True, augment=data.augment,
-                                 seed=train.seed, cache=data.cache, resize=data.resize, verbose=not quiet)
-    val_ds = dataset_for_split(table, "val", size, data.batch_size, cache=data.cache, resize=data.resize)
+                                 seed=train.seed, cache=cache, resize=data.resize, verbose=not quiet)
+    val_ds = dataset_for_split(table, "val", size, data.batch_size, cache=cache, resize=data.resize)
     steps = train.steps_per_epoch or int(np.ceil(len(table.split("train")) / data.batch_size))
     if train.steps_per_epoch:
         train_ds = train_ds.repeat()

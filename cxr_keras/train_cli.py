@@ -11,7 +11,7 @@ import dataclasses
 
 from cxr_keras.choices import AUGMENT_PRESETS, BACKBONES, STRATEGIES
 from cxr_keras.config import ExperimentConfig, StageConfig
-from cxr_keras.data_options import add_source_arguments
+from cxr_keras.data_options import SOURCE_KEYS, add_source_arguments
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--image-size", type=int, help="square input side in pixels")
     data.add_argument("--batch-size", type=int)
     data.add_argument("--augment", choices=list(AUGMENT_PRESETS), help="augmentation preset")
-    data.add_argument("--cache", help="'memory' (default), 'none', or a file path for tf.data's file cache")
+    data.add_argument("--cache", help="'auto' (default: memory when the images fit the memory budget, else disk), "
+                      "'memory', 'disk' (a memory-mapped file, for data larger than RAM), 'none', or a file path "
+                      "for tf.data's file cache")
+    data.add_argument("--cache-budget", dest="cache_budget_gb", type=float, metavar="GB",
+                      help="auto's memory budget in GB (default: half the RAM available at the start)")
     data.add_argument("--split-ratios", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"))
     data.add_argument("--split-seed", type=int)
     data.add_argument("--split-fold", type=int, help="cross-validation: rotate the split's folds (0 .. folds-1)")
@@ -68,9 +72,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-DATA_KEYS = ("data_dir", "layout", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column",
-             "labels_column", "delimiter", "max_pixels", "allow_outside_paths", "image_size", "batch_size", "augment",
-             "split_seed", "split_fold", "resplit", "cohort_pattern", "cohort_column", "hold_out_cohorts")
+DATA_KEYS = ("data_dir", *SOURCE_KEYS, "image_size", "batch_size", "augment", "cache_budget_gb", "split_seed",
+             "split_fold", "resplit", "cohort_pattern", "cohort_column", "hold_out_cohorts")
 MODEL_KEYS = ("backbone", "weights", "dropout", "init_from")
 TRAIN_KEYS = ("balance", "label_smoothing", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit")
 

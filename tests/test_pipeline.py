@@ -47,7 +47,7 @@ def test_evaluation_order_is_kept_and_not_augmented(table):
     np.testing.assert_array_equal(x, expected)
 
 
-@pytest.mark.parametrize("cache", ["memory", "file", None])
+@pytest.mark.parametrize("cache", ["memory", "disk", "file", None])
 def test_caches_give_identical_data(table, cache, tmp_path):
     cache_arg = str(tmp_path / "cache") if cache == "file" else cache
     part = table.split("train")

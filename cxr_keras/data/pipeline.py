@@ -2,10 +2,12 @@
 
 Models receive raw (B, H, W, 1) float32 pixels in 0..255; normalisation lives inside the model.
 
-Two caches: `cache="memory"` decodes every image once into one (N, H, W, 1) uint8 tensor and batches are
+Caches: `cache="memory"` decodes every image once into one (N, H, W, 1) uint8 tensor and batches are
 gathered from it by shuffled index, so memory is N x H x W bytes (a tf.data shuffle buffer of images would
-hold a second copy); `cache="/some/file"` uses tf.data's file cache for data larger than RAM, with a bounded
-shuffle buffer. `cache=None` decodes every epoch.
+hold a second copy); `cache="disk"` does the same from a file (data/disk_cache.py: data larger
+than RAM, the same batches for the same seed); `cache="auto"` picks memory when it fits the memory budget,
+else disk, and says which. `cache="/some/file"` uses tf.data's file cache, with a bounded shuffle buffer;
+`cache=None` decodes every epoch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from cxr_keras.data import disk_cache
 from cxr_keras.data.augment import augmenter
 from cxr_keras.data.decode import load_image
 from cxr_keras.data.table import ImageTable
@@ -72,21 +75,32 @@ def make_dataset(
     cache: str | None = "memory",
     resize: str = "stretch",
     verbose: bool = False,
+    cache_budget: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images (B, H, W, 1) float32 0..255, targets float32).
 
     With `training`, rows are reshuffled every epoch and augmented with `augment`, both from `seed`: the same
     seed gives the same order and the same augmentations. Without it, order is kept and nothing is augmented.
+    `cache_budget` (bytes) overrides the memory budget of `cache="auto"`.
     """
     if len(paths) == 0:
         raise ValueError("cannot build a dataset from zero images")
     targets = tf.constant(np.asarray(targets, dtype=np.float32))
-    if cache == "memory":
-        images = as_tensor_in_place(decode_all(paths, image_size, resize, verbose))
+    if cache == "auto":
+        cache, why = disk_cache.choose(len(paths), image_size, cache_budget)
+        if verbose:
+            print(why)
+    if cache in ("memory", "disk"):
         ds = tf.data.Dataset.range(len(paths))
         if training:
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(targets, i)))
+        ds = ds.batch(batch_size)
+        if cache == "memory":
+            images = as_tensor_in_place(decode_all(paths, image_size, resize, verbose))
+            ds = ds.map(lambda i: (tf.gather(images, i), tf.gather(targets, i)))
+        else:
+            ds = ds.map(_gather_from(disk_cache.open_cache(paths, image_size, resize, verbose=verbose), targets),
+                        num_parallel_calls=AUTOTUNE, deterministic=True)
     else:
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string), targets)).map(
             lambda p, y: (load_image(p, image_size, resize), y), num_parallel_calls=AUTOTUNE, deterministic=True
@@ -101,6 +115,18 @@ def make_dataset(
     else:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return ds.prefetch(AUTOTUNE)
+
+
+def _gather_from(images, targets: tf.Tensor):
+    """A batch-of-indices -> (images, targets) map over a disk cache (`disk_cache.CacheFile`, read outside the
+    graph)."""
+    shape = (None, *images.shape[1:])
+
+    def gather(indices):
+        batch = tf.numpy_function(images.read, [indices], tf.uint8, stateful=False)
+        return tf.ensure_shape(batch, shape), tf.gather(targets, indices)
+
+    return gather
 
 
 def _augment(ds: tf.data.Dataset, preset: str, seed: int) -> tf.data.Dataset:
