@@ -249,7 +249,7 @@ def latency(predict_one, images: np.ndarray, runs: int = 30) -> dict[str, float]
 
 
 def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndarray, threads: int = 2,
-                  recalibrate: bool = False, foreign: ForeignOptions | None = None) -> dict:
+                  recalibrate: bool = False, foreign: ForeignOptions | None = None, model=None) -> dict:
     """Each artifact against the Keras model on the same images: ROC-AUC, sensitivity/specificity at the card's
     threshold, accuracy, max |difference in probability|, size, latency; for binary models also each artifact's
     own threshold that keeps the Keras model's sensitivity, and the specificity there. With `recalibrate`, those
@@ -257,7 +257,8 @@ def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndar
     from cxr_keras.evaluate.metrics import evaluate_scores
 
     card = verify_card(out)
-    model, _ = load_for_export(model_path, foreign)
+    if model is None:  # the model as exported (`load_for_export`), unless the caller has it loaded
+        model, _ = load_for_export(model_path, foreign)
     reference = np.asarray(model.predict(images, batch_size=32, verbose=0), dtype=np.float64)
     rows = {"keras": _row(card, reference, reference, y_true, _size(model_path),
                           latency(lambda x: model(x[None], training=False), images), evaluate_scores)}
@@ -309,7 +310,7 @@ def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalib
     model, metadata = load_for_export(model_path, foreign)
     spec = describe_model(model, metadata)
     images = decode_all(table.paths, spec.image_size).astype(np.float32)
-    return parity_report(model_path, out, images, truth(table, spec), threads, recalibrate, foreign)
+    return parity_report(model_path, out, images, truth(table, spec), threads, recalibrate, foreign, model)
 
 
 def _row(card, probabilities, reference, y_true, size, timing, evaluate_scores) -> dict:

@@ -230,8 +230,8 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     from cxr_keras.data.cohorts import cohort_names
     from cxr_keras.models.saving import load_model, metadata_path
 
-    d = ExperimentConfig.load(os.path.join(run_dir, "config.json")).data
-    table = run_table(run_dir)
+    config = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+    d, table = config.data, run_table(run_dir, config)
     parse_rule(rule)  # bad options fail before anything is computed or written
     cohort_names(table, cohort_pattern, cohort_column, require_match=True)
     model_path = os.path.join(run_dir, "best.keras")
@@ -321,12 +321,13 @@ def calibrate_model(model_path: str, model: keras.Model, metadata: dict, spec: M
     return calibrated, apply_calibration(raw, params)
 
 
-def run_table(run_dir: str) -> ImageTable:
-    """A run's data with the split it was trained with (its splits.csv)."""
+def run_table(run_dir: str, config=None) -> ImageTable:
+    """A run's data with the split it was trained with (its splits.csv); `config` when already loaded."""
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.data.splits import apply_saved_splits
 
-    table = ExperimentConfig.load(os.path.join(run_dir, "config.json")).data.load_table()
+    config = config or ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+    table = config.data.load_table()
     return apply_saved_splits(table, os.path.join(run_dir, "splits.csv"))
 
 
