@@ -163,3 +163,28 @@ def test_a_model_without_a_feature_map_is_refused_naming_the_layers_looked_at():
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="scores")(x))
     with pytest.raises(ValueError, match=r"no layer with a 4-D .* flatten \(Flatten\), scores \(Dense\)"):
         compute_cams(model, images(1, 16, 1))
+
+
+def test_cxr_gradcam_on_a_guide_style_xception_with_two_logits(tmp_path):
+    """The published model that broke, rebuilt (random weights): one overlay per image, maps that are not flat."""
+    import json
+    import os
+
+    from helpers import write_blob_dataset
+
+    from cxr_keras.cli import main
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.Xception(weights=None, include_top=False, input_shape=(71, 71, 3))
+    inputs = keras.Input((71, 71, 3))  # no Rescaling: this model takes -1..1 from the caller (--preprocess tf)
+    model = keras.Model(inputs, chain(backbone(inputs, training=False), head("logits2")))
+    path = str(tmp_path / "xception.keras")
+    model.save(path)
+    data = write_blob_dataset(str(tmp_path / "data"), n_per_class=3, size=71, seed=4)
+    out = str(tmp_path / "cams")
+    assert main(["gradcam", "--model", path, "--images", data, "--preprocess", "tf", "--class-names", "NORMAL",
+                 "PNEUMONIA", "--out", out]) == 0
+    overlays = [f for f in os.listdir(out) if f[:4].isdigit() and f.endswith(".png")]
+    cams = np.load(os.path.join(out, "cams.npy"))
+    assert len(overlays) == 6 and cams.shape == (6, 71, 71) and (cams.std(axis=(1, 2)) > 0).all()
+    assert json.load(open(os.path.join(out, "gradcam.json")))["layer"] == "xception/block14_sepconv2_act"
