@@ -97,6 +97,7 @@ class TrainConfig:
     balance: str = "auto"
     max_pos_weight: float | None = 10.0
     label_smoothing: float = 0.0
+    ema_momentum: float | None = None  # weight averaging: validation, checkpoints and the final model use the EMA
     monitor: str = "val_auc"
     early_stopping_patience: int = 0
     reduce_lr_patience: int = 0
@@ -154,6 +155,10 @@ class ExperimentConfig:
             raise ConfigError(f"--batch-size must be at least 1, got {data.batch_size}")
         if data.image_size < 1:
             raise ConfigError(f"--image-size must be at least 1, got {data.image_size}")
+        if self.train.ema_momentum is not None and not 0 < self.train.ema_momentum < 1:
+            raise ConfigError(f"--ema is the averaging momentum, in (0, 1) (e.g. 0.99), got {self.train.ema_momentum}")
+        if data.cache_budget_gb is not None and not data.cache_budget_gb >= 0:
+            raise ConfigError(f"--cache-budget is in GB, at least 0, got {data.cache_budget_gb}")
         for stage in self.train.stages:
             if not stage.learning_rate > 0:
                 raise ConfigError(f"learning rates must be above 0 (--learning-rates), got {stage.learning_rate} "

@@ -159,7 +159,7 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
         if not (resuming and state["epoch"] > epoch_start):  # mid-stage, last.keras holds model and optimizer
             with strategy.scope():
                 unfrozen = set_trainable(model, stage.trainable, freeze_batchnorm=pretrained)
-                model.compile(optimizer=keras.optimizers.Adam(learning_rate(stage, steps)),
+                model.compile(optimizer=keras.optimizers.Adam(learning_rate(stage, steps), **_ema(train)),
                               loss=loss_for(table.task, weighting.get("pos_weight"), train.label_smoothing),
                               metrics=metrics_for(table.task, model.output_shape[-1]), jit_compile=train.jit)
             _say(quiet, f"\nStage {index + 1}/{len(stages)} '{stage.name or stage.trainable}': epochs "
@@ -360,9 +360,16 @@ def _metadata(config: ExperimentConfig, table: ImageTable, weighting: dict) -> d
     }
 
 
+def _ema(train) -> dict:
+    """Adam's own exponential moving average of the weights (Keras' `use_ema`), when asked for."""
+    return {} if train.ema_momentum is None else {"use_ema": True, "ema_momentum": train.ema_momentum}
+
+
 def _callbacks(config, run_dir, stage, state, metadata, train_ds, pretrained) -> list[keras.callbacks.Callback]:
     train = config.train
     callbacks: list[keras.callbacks.Callback] = [StageLog(stage)]
+    if train.ema_momentum is not None:  # first: the averaged weights are in place for BatchNorm recalibration,
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))  # validation and the checkpoints
     if _recalibrate(train.recalibrate_bn, pretrained):
         callbacks.append(BatchNormRecalibration(train_ds, train.recalibrate_batches))
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True))

@@ -53,6 +53,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--unfreeze", help="stage 2 trainable layers: all | top:N | fraction:F | from:LAYER")
     train.add_argument("--balance", choices=["auto", "none", "class_weight", "pos_weight"])
     train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--ema", dest="ema_momentum", type=float, metavar="MOMENTUM",
+                       help="average the weights (Adam's EMA, e.g. 0.99): validation, checkpoints and the final "
+                       "model use the average")
     train.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE flat epochs")
     train.add_argument("--time-budget", type=float, metavar="SECONDS",
                        help="stop before an epoch would end past SECONDS of training (later stages skipped)")
@@ -75,7 +78,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 DATA_KEYS = ("data_dir", *SOURCE_KEYS, "image_size", "batch_size", "augment", "cache_budget_gb", "split_seed",
              "split_fold", "resplit", "cohort_pattern", "cohort_column", "hold_out_cohorts")
 MODEL_KEYS = ("backbone", "weights", "dropout", "init_from")
-TRAIN_KEYS = ("balance", "label_smoothing", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit")
+TRAIN_KEYS = ("balance", "label_smoothing", "ema_momentum", "steps_per_epoch", "seed", "strategy", "mixed_precision",
+              "jit")
 
 
 def config_from_args(args: argparse.Namespace, default: ExperimentConfig) -> ExperimentConfig:

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.sources import load_dataset
+from cxr_keras.evaluate.evaluate import run_table
 from cxr_keras.models.saving import load_model
 from cxr_keras.models.weights import WeightsError
 from cxr_keras.train import RunCheckpoints, RunError, run_experiment
@@ -273,3 +274,30 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(blobs, tmp_path):
         holder.kill()
         holder.wait(timeout=10)
     assert run_experiment(cfg, run_dir=run_dir, quiet=True) == run_dir  # free again once the holder is gone
+
+
+def test_ema_validates_and_saves_the_averaged_weights(blobs, tmp_path):
+    """--ema: with a momentum near 1 the average stays where Keras starts it (the weights after the first Adam
+    step, at most one learning rate, 1e-3, from the initial ones), while plain training moves further; the
+    validation AUC in history.csv is that of the saved (averaged) model."""
+
+    class First(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.kernel = [np.array(w) for w in self.model.trainable_weights if "kernel" in w.path][0].copy()
+
+    def run(name, ema):
+        cfg = config(blobs, tmp_path / name, stages=[StageConfig(epochs=2, trainable="all")], ema_momentum=ema)
+        cfg.data.augment = "none"
+        first = First()
+        run_dir = run_experiment(cfg, quiet=True, callbacks=[first])
+        model = load_model(os.path.join(run_dir, "best.keras"))[0]
+        kernel = [np.array(w) for w in model.trainable_weights if "kernel" in w.path][0]
+        return run_dir, model, float(np.abs(kernel - first.kernel).max())
+
+    _, _, moved = run("plain", None)
+    run_dir, model, averaged = run("ema", 0.999999)
+    assert averaged <= 1.001e-3 and moved > 2e-3, (moved, averaged)
+    val = run_table(run_dir).split("val")
+    p = model.predict(make_dataset(val.paths, val.targets(), (32, 32), 16), verbose=0).ravel()
+    assert max(float(r["val_auc"]) for r in history(run_dir)) == pytest.approx(
+        roc_auc_score(val.targets().ravel(), p), abs=2e-3)
