@@ -39,6 +39,8 @@ def open_gray(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused before it tells the size
         raise ValueError(f"image is above the limit of {max_pixels:,} pixels (--max-pixels)") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError("not an image Pillow or pydicom can read (PNG, JPEG, BMP, DICOM)") from None
     if image.size[0] * image.size[1] > max_pixels:
         raise ValueError(f"{image.size[0]}x{image.size[1]} px is above the limit of {max_pixels:,} pixels "
                          "(--max-pixels)")

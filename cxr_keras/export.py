@@ -95,18 +95,19 @@ def calibration_images(paths: list[str], size: tuple[int, int], count: int) -> n
 
 
 def export_model(model_path: str, out: str, formats: list[str], calibration_paths: list[str] | None = None,
-                 calibration_count: int = 200, int8_io: str = "float", foreign: ForeignOptions | None = None
-                 ) -> dict:
+                 calibration_count: int = 200, int8_io: str = "float", foreign: ForeignOptions | None = None,
+                 loaded: tuple | None = None) -> dict:
     """Write the artifacts and model_card.json into `out`; returns the card.
 
     Everything is built in a temporary folder beside `out` and swapped in whole at the end, so a killed export
     leaves the previous one intact and a folder never holds an artifact its card does not describe. An existing
     `out` is replaced only if it is an export (has a model_card.json) or empty. A foreign model (no metadata) is
-    exported wrapped to take raw pixels, as `foreign` describes it (cxr_keras/models/foreign.py)."""
+    exported wrapped to take raw pixels, as `foreign` describes it (cxr_keras/models/foreign.py). `loaded`:
+    `load_for_export`'s (model, metadata) when the caller has them."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
-    model, metadata = load_for_export(model_path, foreign)
+    model, metadata = loaded or load_for_export(model_path, foreign)
     size = tuple(model.input_shape[1:3])
     calibration = None
     if "tflite-int8" in formats or "tflite-int8-mixed" in formats:
@@ -302,12 +303,12 @@ def recalibrated_point(y_true: np.ndarray, scores: np.ndarray, sensitivity: floa
 
 
 def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalibrate: bool = False,
-                     foreign: ForeignOptions | None = None) -> dict:
+                     foreign: ForeignOptions | None = None, loaded: tuple | None = None) -> dict:
     """`parity_report` on the images and labels of a table (decoded as the training pipeline decodes them)."""
     from cxr_keras.data.pipeline import decode_all
     from cxr_keras.evaluate.inference import describe_model, truth
 
-    model, metadata = load_for_export(model_path, foreign)
+    model, metadata = loaded or load_for_export(model_path, foreign)
     spec = describe_model(model, metadata)
     images = decode_all(table.paths, spec.image_size).astype(np.float32)
     return parity_report(model_path, out, images, truth(table, spec), threads, recalibrate, foreign, model)

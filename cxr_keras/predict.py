@@ -35,9 +35,14 @@ def find_metadata(model_path: str) -> tuple[dict, str | None]:
         if os.path.isfile(candidate):
             try:
                 with open(candidate) as f:
-                    return json.load(f), (card_dir if candidate.endswith(CARD) else None)
+                    metadata = json.load(f)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{candidate} is not valid JSON ({exc})") from None
+            missing = [key for key in ("task", "classes") if not isinstance(metadata, dict) or not metadata.get(key)]
+            if missing:
+                raise ValueError(f"{candidate} has no {' or '.join(missing)}; it is not a model card of cxr_keras "
+                                 "(re-export the model with `cxr export`)")
+            return metadata, (card_dir if candidate.endswith(CARD) else None)
     raise ValueError(f"no model_card.json or {os.path.basename(model_path)} metadata beside {model_path}: classes "
                      "and threshold are unknown; export with `cxr export` or train with `cxr train`")
 
@@ -58,12 +63,13 @@ class Predictor:
             model = TFLiteModel(model_path, threads)
             self.image_size, self._run = model.image_size, model.predict
         elif os.path.isdir(model_path):
-            import tensorflow as tf
+            tf = _tensorflow(model_path)
 
             serving = tf.saved_model.load(model_path).signatures["serving_default"]
             self.image_size = tuple(serving.structured_input_signature[1]["image"].shape[1:3])
             self._run = lambda x: next(iter(serving(image=tf.constant(x)).values())).numpy()
         else:
+            _tensorflow(model_path)
             import keras
 
             import cxr_keras.models.losses  # noqa: F401  (custom loss registration)
@@ -73,7 +79,18 @@ class Predictor:
             self._run = lambda x: np.asarray(model(x, training=False))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, outputs) probabilities of (N, H, W, 1) raw pixels."""
         return np.asarray(self._run(images.astype(np.float32)), dtype=np.float64)
+
+
+def _tensorflow(model_path: str):
+    """TensorFlow, for SavedModel and .keras models; a device without it is told to use a .tflite file."""
+    try:
+        import tensorflow as tf
+    except ModuleNotFoundError:
+        raise ValueError(f"{model_path} needs TensorFlow, which this install does not have (the edge install runs "
+                         ".tflite models only); export one with `cxr export --formats tflite-int8`") from None
+    return tf
 
 
 def image_paths(items: list[str]) -> list[str]:
@@ -106,6 +123,7 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
     classes, task, threshold = meta["classes"], meta["task"], artifact_threshold(meta, model_path)
     height, width = predictor.image_size
     rows, failed, resized = [], 0, 0
+    order = {path: k for k, path in enumerate(paths)}
     for start in range(0, len(paths), batch_size):
         batch, readable = [], []
         for path in paths[start : start + batch_size]:
@@ -129,7 +147,7 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
     with atomic_writer(out_csv, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(sorted(rows, key=lambda row: order[row["path"]]))  # the order the images were given
     return {"images": len(paths), "predicted": len(paths) - failed, "failed": failed, "resized": resized}
 
 
@@ -171,7 +189,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cxr_keras.predict", description=__doc__.splitlines()[0])
+    prog = "cxr-predict" if os.path.basename(sys.argv[0]) == "cxr-predict" else "python -m cxr_keras.predict"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_predict_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -48,7 +48,7 @@ def exported(tmp_path_factory):
     out = str(root / "saved")
     assert main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", out, "--formats",
                  "tflite-int8", "--calibration-data", data, "--calibration-count", "20"]) == 0
-    return data, out
+    return data, out, run_dir
 
 
 def _images(data, folder):
@@ -70,7 +70,7 @@ def _rows(path):
 
 
 def test_the_edge_environment_has_no_tensorflow_and_predicts_as_the_full_install(edge_env, exported, tmp_path):
-    data, out = exported
+    data, out, run_dir = exported
     python = edge_env / "venv" / "bin" / "python"
     probe = _run([python, "-c", "import importlib.util as u, cxr_keras; print(cxr_keras.__file__); print(["
                   "m for m in ('tensorflow', 'keras', 'keras_cv', 'sklearn', 'cv2') if u.find_spec(m)])"], tmp_path)
@@ -86,6 +86,8 @@ def test_the_edge_environment_has_no_tensorflow_and_predicts_as_the_full_install
     assert main(["predict", "--model", model, "--images", images, "--out", str(tmp_path / "full.csv"),
                  "--max-pixels", "1100"]) == 0
     edge_rows, full_rows = _rows(tmp_path / "edge.csv"), _rows(tmp_path / "full.csv")
+    assert list(edge_rows) == ["a.png", "b.jpg", "c.dcm", "d.png", "e.png"]  # in the order given, failures too
+    assert "not an image Pillow or pydicom can read" in edge_rows["d.png"]["error"]
     assert set(edge_rows) == {"a.png", "b.jpg", "c.dcm", "d.png", "e.png"}
     for name in ("a.png", "b.jpg", "c.dcm"):
         assert edge_rows[name]["error"] == ""
@@ -97,7 +99,7 @@ def test_the_edge_environment_has_no_tensorflow_and_predicts_as_the_full_install
 
 
 def test_the_edge_install_refuses_a_tampered_artifact(edge_env, exported, tmp_path):
-    data, out = exported
+    data, out, run_dir = exported
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     with open(copy / "model_int8.tflite", "r+b") as f:  # one byte changed, the card untouched
@@ -109,3 +111,11 @@ def test_the_edge_install_refuses_a_tampered_artifact(edge_env, exported, tmp_pa
                  data, "--out", tmp_path / "p.csv"], tmp_path)
     assert edge.returncode == 2 and "does not match model_card.json" in edge.stderr
     assert "Traceback" not in edge.stderr and not (tmp_path / "p.csv").exists()
+
+
+def test_the_edge_install_says_it_runs_tflite_only(edge_env, exported, tmp_path):
+    data, _, run_dir = exported
+    edge = _run([edge_env / "venv" / "bin" / "cxr-predict", "--model", os.path.join(run_dir, "best.keras"),
+                 "--images", data, "--out", tmp_path / "p.csv"], tmp_path)
+    assert edge.returncode == 2 and "needs TensorFlow, which this install does not have" in edge.stderr
+    assert "Traceback" not in edge.stderr and edge.stderr.count("\n") == 1

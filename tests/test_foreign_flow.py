@@ -98,7 +98,7 @@ def test_a_foreign_export_says_what_it_is_missing(foreign, tmp_path, capsys):
     assert main(["export", "--model", model, "--out", out, *DESCRIBE]) == 2
     assert "a foreign binary model needs its operating point" in capsys.readouterr().err
     assert main(["export", "--model", model, "--out", out, *DESCRIBE, "--threshold-from", "nope.json"]) == 2
-    assert "--threshold-from nope.json does not exist" in capsys.readouterr().err
+    assert "--threshold-from nope.json is not a file" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 
@@ -131,3 +131,106 @@ def test_the_wrapped_graph_computes_what_evaluate_computes_outside_it(preprocess
     wrapped = np.asarray(wrap(model, spec)(raw), dtype=np.float64)
     outside = to_scores(np.asarray(model(feed(raw, spec)), dtype=np.float64), spec)
     np.testing.assert_allclose(wrapped.reshape(outside.shape), outside, atol=1e-6)
+
+
+def _small(path, head, inputs_shape=(32, 32, 3)):
+    """A small conv classifier with the given head (a list of layers), saved without metadata."""
+    inputs = keras.Input(inputs_shape)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    for layer in head:
+        x = layer(x)
+    keras.Model(inputs, x).save(path)
+    return path
+
+
+def test_a_softmax_layer_is_read_as_probabilities_through_export_and_predict(foreign, tmp_path):
+    data, _ = foreign
+    model = _small(str(tmp_path / "sl.keras"), [keras.layers.Dense(2), keras.layers.Softmax()])
+    evaluation = str(tmp_path / "ev")
+    assert main(["evaluate", "--model", model, "--data-dir", data, *DESCRIBE, "--threshold", "0.5", "--out",
+                 evaluation, "--resamples", "20"]) == 0
+    assert json.load(open(os.path.join(evaluation, "metrics.json")))["output"] == "probabilities"
+    out = str(tmp_path / "ex")
+    assert main(["export", "--model", model, "--out", out, "--formats", "tflite-fp32", "--threshold-from",
+                 os.path.join(evaluation, "metrics.json")]) == 0
+    assert verify_card(out)["foreign"]["output"] == "probabilities"
+    scores = {n: float(r["p_PNEUMONIA"]) for n, r in _csv(os.path.join(evaluation, "scores.csv")).items()}
+    assert main(["predict", "--model", os.path.join(out, "model_fp32.tflite"), "--images", data, "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    for name, row in _csv(str(tmp_path / "p.csv")).items():
+        assert float(row["p_PNEUMONIA"]) == pytest.approx(scores[name], abs=1e-5)
+
+
+def test_the_evaluated_task_travels_to_the_export(foreign, tmp_path):
+    data, _ = foreign
+    model = _small(str(tmp_path / "ml.keras"), [keras.layers.Dense(2, activation="sigmoid")])
+    evaluation = str(tmp_path / "ev")
+    assert main(["evaluate", "--model", model, "--data-dir", data, *DESCRIBE, "--model-task", "multilabel",
+                 "--out", evaluation, "--resamples", "20"]) == 0
+    out = str(tmp_path / "ex")
+    assert main(["export", "--model", model, "--out", out, "--formats", "tflite-fp32", "--threshold-from",
+                 os.path.join(evaluation, "metrics.json")]) == 0
+    card = verify_card(out)
+    assert card["task"] == "multilabel" and not card["foreign"]["two_column_binary"]
+
+
+@pytest.mark.parametrize("case", ["any-size", "duplicate-names", "two-inputs", "list-json", "string-threshold",
+                                  "folder", "unknown-eval-labels", "binary-list"])
+def test_what_cannot_be_exported_is_one_line_and_nothing_written(foreign, tmp_path, capsys, case):
+    data, model = foreign
+    args = [*DESCRIBE, "--threshold", "0.5"]
+    if case == "any-size":
+        model = _small(str(tmp_path / "m.keras"), [keras.layers.Dense(1, activation="sigmoid")], (None, None, 3))
+        expected = "takes images of any size"
+    elif case == "duplicate-names":
+        args, expected = ["--preprocess", "tf", "--class-names", "A", "A", "--threshold", "0.5"], "a name twice"
+    elif case == "two-inputs":
+        a, b = keras.Input((32, 32, 3)), keras.Input((32, 32, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(keras.layers.Add()([a, b])))
+        model = str(tmp_path / "two.keras")
+        keras.Model([a, b], keras.layers.Dense(1, activation="sigmoid")(x)).save(model)
+        expected = "has 2 inputs and 1 outputs"
+    elif case in ("list-json", "string-threshold", "binary-list", "folder"):
+        path = str(tmp_path / "m.json")
+        content = {"list-json": [0.5], "string-threshold": {"threshold": "high"},
+                   "binary-list": {"threshold": [0.4, 0.5]}}.get(case)
+        json.dump(content, open(path, "w"))
+        args = [*DESCRIBE, "--threshold-from", str(tmp_path) if case == "folder" else path]
+        expected = {"list-json": "holds a JSON list", "string-threshold": "got 'high'",
+                    "binary-list": "takes one threshold", "folder": "is not a file"}[case]
+    else:
+        args = ["--preprocess", "tf", "--class-names", "A", "B", "--threshold", "0.5", "--eval-data", data]
+        expected = "that the model does not know"
+    out = str(tmp_path / "out")
+    assert main(["export", "--model", model, "--out", out, "--formats", "tflite-fp32", *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err and not os.path.exists(out)
+
+
+@pytest.mark.parametrize("case", ["nested-model", "through-a-layer", "missing-images", "own-model-preprocess"])
+def test_gradcam_refusals_are_one_line_and_write_nothing(foreign, tmp_path, capsys, case):
+    data, model = foreign
+    args = ["--images", data, *DESCRIBE]
+    if case == "nested-model":
+        args += ["--layer", "backbone"]
+        expected = ("--layer 'backbone' is a nested model; name a layer inside it as backbone/LAYER (its last 4-D "
+                    "one: backbone/top_conv)")
+    elif case == "through-a-layer":
+        args += ["--layer", "dense/x"]
+        expected = "is a layer, not a nested model"
+    elif case == "missing-images":
+        args = ["--images", str(tmp_path / "nowhere"), *DESCRIBE]
+        expected = "nowhere does not exist"
+    else:
+        from cxr_keras.models.factory import build_model
+        from cxr_keras.models.saving import save_model
+
+        model = str(tmp_path / "own.keras")
+        save_model(build_model("baseline", "binary", ["NORMAL", "PNEUMONIA"], 32), model,
+                   {"task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "threshold": 0.5})
+        args = ["--images", data, "--preprocess", "tf"]
+        expected = "--preprocess: only for a foreign model"
+    out = str(tmp_path / "out")
+    assert main(["gradcam", "--model", model, "--out", out, *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and not os.path.exists(out)

@@ -113,9 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_model(args: argparse.Namespace) -> dict:
-    import json
 
-    import numpy as np
 
     from cxr_keras.evaluate.evaluate import write_evaluation
     from cxr_keras.evaluate.inference import describe_model, predict_scores, truth
@@ -123,7 +121,7 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
 
     model, metadata = load_model(args.model, compile=False)
     spec = describe_model(model, metadata, class_names=args.class_names, task=args.model_task,
-                          preprocess=args.preprocess, output=args.output)
+                          preprocess=args.preprocess, output=args.output, image_size=args.image_size)
     if args.tta:
         if spec.preprocess != "none":
             raise ValueError("--tta needs a model that takes 0..255 pixels (--preprocess none): its views are "
@@ -150,12 +148,19 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
         mapped = {"mapping": dict(args.class_map), "images": len(table), "images_before": before}
     threshold, how = spec.threshold, spec.threshold_rule
     if args.threshold_from:
-        with open(args.threshold_from) as f:
-            threshold, how = json.load(f)["threshold"], f"from {args.threshold_from}"
+        from cxr_keras.models.foreign import read_evaluation
+
+        evaluation = read_evaluation(args.threshold_from)
+        if "threshold" not in evaluation:
+            raise ValueError(f"--threshold-from {args.threshold_from} has no threshold; give a metrics.json of "
+                             "`cxr evaluate`")
+        threshold, how = evaluation["threshold"], f"from {args.threshold_from}"
     if args.threshold is not None:
         threshold, how = args.threshold, "given with --threshold"
-    if np.ndim(threshold) and spec.task == "binary":
-        raise ValueError("a binary model takes one threshold")
+    if spec.task != "multiclass":
+        from cxr_keras.models.foreign import check_threshold
+
+        check_threshold(threshold, spec, how)
     y = truth(table, spec)
     scores = predict_scores(model, table.paths, spec, args.batch_size)
     from cxr_keras.data.cohorts import cohort_names

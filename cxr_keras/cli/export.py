@@ -37,12 +37,16 @@ def add_parser(commands) -> None:
     foreign.add_argument("--preprocess", choices=PREPROCESS, help="what its pixels must look like (see evaluate)")
     foreign.add_argument("--threshold", type=float, help="a binary model's operating threshold")
     foreign.add_argument("--threshold-from", help="the metrics.json of `cxr evaluate --model` on validation data: "
-                         "threshold, classes and preprocessing")
+                         "threshold, task, classes, preprocessing and output kind")
+    foreign.add_argument("--model-task", choices=["binary", "multiclass", "multilabel"],
+                         help="its task (default: from its output layer)")
+    foreign.add_argument("--output", choices=["probabilities", "logits"],
+                         help="what it outputs (default: from its last layer's activation)")
     export.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cxr_keras.export import export_model
+    from cxr_keras.export import export_model, load_for_export
     from cxr_keras.predict import image_paths
 
     if args.recalibrate_threshold and not args.eval_data:
@@ -50,16 +54,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_out(args.out, args.overwrite)
     if args.calibration_data and not os.path.exists(args.calibration_data):
         raise ValueError(f"--calibration-data {args.calibration_data} does not exist")
-    eval_table = _eval_table(args) if args.eval_data else None  # read before anything is written
+    loaded = load_for_export(args.model, _foreign(args))  # once, and checked before anything is written
+    eval_table = None
+    if args.eval_data:
+        from cxr_keras.evaluate.inference import describe_model, truth
+
+        eval_table = _eval_table(args)
+        truth(eval_table, describe_model(*loaded))  # labels the model does not know: refused now, not after
     calibration = image_paths([args.calibration_data]) if args.calibration_data else None
     card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io,
-                        _foreign(args))
+                        _foreign(args), loaded)
     print(f"Wrote {', '.join(a['file'] for a in card['artifacts'].values())} and model_card.json to {args.out}")
     if eval_table is not None:
         from cxr_keras.export import parity_for_table
 
         report = parity_for_table(args.model, args.out, eval_table, args.threads, args.recalibrate_threshold,
-                                  _foreign(args))
+                                  _foreign(args), loaded)
         for name, row in report["artifacts"].items():
             print(f"  {name:<15} AUC {row['roc_auc']:.4f}  max|dp| {row['max_abs_dp']:.2e}  "
                   f"{row['bytes'] / 1e6:7.2f} MB  {row['mean_ms']:6.2f} ms")
@@ -70,7 +80,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _foreign(args: argparse.Namespace):
     from cxr_keras.models.foreign import ForeignOptions
 
-    return ForeignOptions(args.class_names, args.preprocess, args.threshold, args.threshold_from)
+    return ForeignOptions(args.class_names, args.preprocess, args.threshold, args.threshold_from, args.output,
+                          args.model_task)
 
 
 def _eval_table(args: argparse.Namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cxr_keras.cli.common import add_out_argument
@@ -41,6 +42,9 @@ def cmd_gradcam(args: argparse.Namespace) -> int:
     from cxr_keras.predict import image_paths
 
     check_out(args.out, args.overwrite)
+    missing = [item for item in args.images if not os.path.exists(item)]
+    if missing:
+        raise ValueError(f"--images {missing[0]} does not exist")
     paths = image_paths(args.images)
     if not paths:
         print(f"error: no images found in {args.images}", file=sys.stderr)

@@ -55,7 +55,8 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     metrics = evaluate_scores(spec.task, spec.classes, y, scores, threshold, resamples, seed,
                               positive_index=spec.positive_index)
     metrics["threshold_rule"] = threshold_rule
-    metrics["preprocess"] = spec.preprocess  # with classes and threshold: what `cxr export --threshold-from` reads
+    # with task, classes and threshold: how to read the model, for `cxr export --threshold-from`
+    metrics.update(preprocess=spec.preprocess, output=spec.output)
     if caveat:
         metrics["caveat"] = caveat
     if class_map:

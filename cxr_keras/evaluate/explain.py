@@ -45,8 +45,13 @@ def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions
 
     options = options or ExplainOptions()
     model, metadata = load_model(model_path, compile=False)
+    if metadata and (options.preprocess or options.class_names):
+        given = "--preprocess" if options.preprocess else "--class-names"
+        raise ValueError(f"{given}: only for a foreign model; {model_path} has its own metadata "
+                         f"({os.path.basename(model_path).rsplit('.', 1)[0]}.json), which says its classes and input")
     spec = describe_model(model, metadata, class_names=options.class_names, preprocess=options.preprocess)
     threshold = _binary_threshold(spec, options.threshold)
+    layer_path(model, options.layer)  # a bad --layer is refused before anything is written
     paths, dropped = verify_files(paths)  # as every command does: a bad file is reported, never met mid-batch
     if dropped:
         write_dropped(dropped, os.path.join(out, "dropped.csv"))

@@ -56,11 +56,17 @@ def layer_path(model: keras.Model, layer: str | None) -> list[str]:
     path = layer.split("/")
     node = model
     for name in path:
+        if not isinstance(node, keras.Model):
+            raise ValueError(f"--layer {layer!r}: {node.name} is a layer, not a nested model, so it has no {name!r}")
         try:
             node = node.get_layer(name)
         except ValueError:
             raise ValueError(f"no layer {name!r} in {node.name} (for --layer {layer!r}); nested layers are "
                              "written outer/inner") from None
+    if isinstance(node, keras.Model):
+        inner = _last_feature_layer(node)
+        hint = f" (its last 4-D one: {layer}/{'/'.join(inner)})" if inner else ""
+        raise ValueError(f"--layer {layer!r} is a nested model; name a layer inside it as {layer}/LAYER{hint}")
     if len(node.output.shape) != 4:
         raise ValueError(f"layer {layer} has a {len(node.output.shape)}-D output; Grad-CAM needs a 4-D conv output")
     return path
@@ -181,14 +187,21 @@ def compute_cams(model: keras.Model, images: np.ndarray, method: str = "gradcam"
     if class_index is not None and not 0 <= class_index < max(n_out, 2):
         raise ValueError(f"class index {class_index} is out of range for a model with {n_out} output(s)")
     if logits is None:
-        activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", None)
-        logits = activation in ("linear", None)
+        from cxr_keras.evaluate.inference import final_activation
+
+        logits = final_activation(model) in ("linear", None)
     step = _cam_function(model, layer, method, bool(logits), positive_index if exclusive else -1)
     cams, explained, outputs = [], [], []
     for start in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(images[start : start + batch_size], dtype=tf.float32)
         wanted = tf.fill([tf.shape(x)[0]], -1 if class_index is None else int(class_index))
-        cam, index, predictions = step(x, wanted, tf.constant(float(threshold), tf.float32))
+        try:
+            cam, index, predictions = step(x, wanted, tf.constant(float(threshold), tf.float32))
+        except ValueError as exc:  # raised while tracing: keep our line, not tf.function's frame dump
+            ours = [line.strip() for line in str(exc).splitlines() if "no gradient flows" in line]
+            if not ours:
+                raise
+            raise ValueError(ours[-1].removeprefix("ValueError: ")) from None
         cams.append(cam.numpy())
         explained.append(index.numpy())
         outputs.append(predictions.numpy())

@@ -36,11 +36,21 @@ class ModelSpec:
 
 
 def describe_model(model: keras.Model, metadata: dict | None, *, class_names: list[str] | None = None,
-                   task: str | None = None, preprocess: str | None = None, output: str | None = None) -> ModelSpec:
-    """A ModelSpec from our metadata, else from the model's shapes, its last activation and the options."""
+                   task: str | None = None, preprocess: str | None = None, output: str | None = None,
+                   image_size: int | None = None) -> ModelSpec:
+    """A ModelSpec from our metadata, else from the model's shapes, its last activation and the options.
+    `image_size` is for a model that takes any size (a None input side)."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"model {model.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                         "the toolkit handles image classifiers with one input and one output")
     height, width, channels = model.input_shape[1:4]
+    if image_size:
+        height, width = image_size, image_size
+    elif height is None or width is None:
+        raise ValueError(f"model {model.name} takes images of any size ({model.input_shape}); give --image-size "
+                         "(cxr evaluate), or save it with a fixed keras.Input((H, W, C)) for export and Grad-CAM")
     units = model.output_shape[-1]
-    activation = _final_activation(model)
+    activation = final_activation(model)
     if metadata:
         spec = ModelSpec(task=metadata["task"], classes=list(metadata["classes"]), image_size=(height, width),
                          channels=channels, threshold=_threshold(metadata.get("threshold", 0.5)),
@@ -61,6 +71,10 @@ def describe_model(model: keras.Model, metadata: dict | None, *, class_names: li
         spec.output = output or "probabilities"
     else:
         spec.output = output or ("logits" if activation in ("linear", None) else "probabilities")
+    if output not in (None, "logits", "probabilities"):
+        raise ValueError(f"--output must be probabilities or logits, got {output!r}")
+    if len(set(spec.classes)) != len(spec.classes):
+        raise ValueError(f"--class-names has a name twice ({spec.classes}); give each output its own name")
     expected = 2 if spec.task == "binary" else units
     if len(spec.classes) != expected:
         raise ValueError(f"the model has {units} output(s) for {spec.task} data, but {len(spec.classes)} class "
@@ -72,8 +86,14 @@ def _threshold(value) -> float | list[float]:
     return [float(v) for v in value] if isinstance(value, list) else float(value)
 
 
-def _final_activation(model: keras.Model) -> str | None:
+def final_activation(model: keras.Model) -> str | None:
+    """The last layer's activation by name ('sigmoid', 'softmax', 'linear'...): a Dense or Activation layer's
+    own, 'softmax' for a Softmax layer; None when the last layer has none (read as logits)."""
     layer = model.layers[-1]
+    while isinstance(layer, keras.Sequential) and layer.layers:  # a head built as a Sequential
+        layer = layer.layers[-1]
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
     activation = getattr(layer, "activation", None)
     return getattr(activation, "__name__", None) if activation is not None else None
 

@@ -24,7 +24,9 @@ class ForeignOptions:
     class_names: list[str] | None = None
     preprocess: str | None = None
     threshold: float | None = None
-    threshold_from: str | None = None  # an evaluation's metrics.json: threshold, classes and preprocess
+    threshold_from: str | None = None  # an evaluation's metrics.json: threshold, task, classes, input and output
+    output: str | None = None  # probabilities | logits (default: from the last layer)
+    task: str | None = None  # binary | multiclass | multilabel (default: from the output layer)
 
     def given(self) -> list[str]:
         return [f"--{name.replace('_', '-')}" for name, value in dataclasses.asdict(self).items() if value is not None]
@@ -45,14 +47,16 @@ def prepare(model: keras.Model, metadata: dict | None, options: ForeignOptions |
 
 
 def _describe(model: keras.Model, options: ForeignOptions) -> tuple[ModelSpec, float | None, str]:
-    evaluation = _read_evaluation(options.threshold_from) if options.threshold_from else {}
+    evaluation = read_evaluation(options.threshold_from) if options.threshold_from else {}
     class_names = options.class_names or evaluation.get("classes")
     preprocess = options.preprocess or evaluation.get("preprocess")
     if not class_names or not preprocess:
         raise ValueError("a foreign model (no best.json beside it) needs --class-names (in output order) and "
                          "--preprocess (what its pixels must look like; 'none' when it preprocesses itself), or "
                          "--threshold-from an evaluation's metrics.json that holds them")
-    spec = describe_model(model, None, class_names=class_names, preprocess=preprocess)
+    spec = describe_model(model, None, class_names=class_names, preprocess=preprocess,
+                          task=options.task or evaluation.get("task"),
+                          output=options.output or evaluation.get("output"))
     if spec.task == "binary" and evaluation.get("positive_class") in spec.classes:
         spec.positive_index = spec.classes.index(evaluation["positive_class"])
     threshold, how = options.threshold, "given with --threshold"
@@ -61,19 +65,38 @@ def _describe(model: keras.Model, options: ForeignOptions) -> tuple[ModelSpec, f
     if spec.task == "binary" and threshold is None:
         raise ValueError("a foreign binary model needs its operating point: --threshold T, or --threshold-from the "
                          "metrics.json of `cxr evaluate --model` on validation data")
-    if threshold is not None and not isinstance(threshold, list) and not 0 <= threshold <= 1:
-        raise ValueError(f"--threshold is a probability in [0, 1], got {threshold}")
+    if spec.task == "multiclass":
+        threshold = None  # the top class is the decision
+    elif threshold is not None:
+        check_threshold(threshold, spec, how)
     return spec, threshold, how
 
 
-def _read_evaluation(path: str) -> dict:
+def check_threshold(threshold, spec: ModelSpec, where: str) -> None:
+    """One probability in [0, 1] for a binary model, one per finding (or one for all) for a multi-label one."""
+    values = threshold if isinstance(threshold, list) else [threshold]
+    if spec.task == "binary" and isinstance(threshold, list):
+        raise ValueError(f"a binary model takes one threshold, not a list ({where})")
+    if spec.task == "multilabel" and len(values) not in (1, len(spec.classes)):
+        raise ValueError(f"{len(values)} thresholds for {len(spec.classes)} findings ({where})")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"a threshold is a probability in [0, 1], got {value!r} ({where})")
+
+
+def read_evaluation(path: str) -> dict:
+    """An evaluation's metrics.json (for --threshold-from), checked to be one: a JSON object."""
     try:
         with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"--threshold-from {path} does not exist; give the metrics.json of `cxr evaluate`") from None
-    except json.JSONDecodeError as exc:
+            evaluation = json.load(f)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ValueError(f"--threshold-from {path} is not a file; give the metrics.json of `cxr evaluate`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"--threshold-from {path} is not valid JSON ({exc})") from None
+    if not isinstance(evaluation, dict):
+        raise ValueError(f"--threshold-from {path} holds a JSON {type(evaluation).__name__}, not the object that "
+                         "`cxr evaluate` writes as metrics.json")
+    return evaluation
 
 
 def wrap(model: keras.Model, spec: ModelSpec) -> keras.Model:
