@@ -12,7 +12,7 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     int8) with a parity report on test (validation when the run has no test split); returns the export folder."""
     from cxr_keras.evaluate.evaluate import run_table
     from cxr_keras.evaluate.explain import explain
-    from cxr_keras.export import export_model, parity_for_table
+    from cxr_keras.export import export_model, load_for_export, parity_for_table
 
     table = run_table(run_dir)
     name = "test" if len(table.split("test")) else "val"
@@ -24,8 +24,9 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
 
     out = os.path.join("saved_models", os.path.basename(run_dir))
     train = table.split("train").paths
-    export_model(best, out, ["savedmodel", "tflite-fp32", "tflite-int8"], train, min(200, len(train)))
-    report = parity_for_table(best, out, images)
+    loaded = load_for_export(best)  # once, for the export and its parity report
+    export_model(best, out, ["savedmodel", "tflite-fp32", "tflite-int8"], train, min(200, len(train)), loaded=loaded)
+    report = parity_for_table(best, out, images, loaded=loaded)
     print(f"Exported to {out}/ (model_card.json, parity table in README.md):")
     for artifact, row in report["artifacts"].items():
         print(f"  {artifact:<12} AUC {row['roc_auc']:.3f}  max|dp| {row['max_abs_dp']:.1e}  "
