@@ -19,12 +19,12 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     images = table.split(name)
     best = os.path.join(run_dir, "best.keras")
     spread = sorted({round(i) for i in np.linspace(0, len(images) - 1, min(gradcam_images, len(images)))})
-    summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"))
+    loaded = load_for_export(best)  # one load for Grad-CAM, the export and its parity report
+    summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"), loaded=loaded)
     print(f"\nGrad-CAM ({summary['layer']}) of {summary['n_images']} {name} images -> {run_dir}/gradcam/")
 
     out = os.path.join("saved_models", os.path.basename(run_dir))
     train = table.split("train").paths
-    loaded = load_for_export(best)  # once, for the export and its parity report
     export_model(best, out, ["savedmodel", "tflite-fp32", "tflite-int8"], train, min(200, len(train)), loaded=loaded)
     report = parity_for_table(best, out, images, loaded=loaded)
     print(f"Exported to {out}/ (model_card.json, parity table in README.md):")

@@ -32,10 +32,11 @@ class ExplainOptions:
     box_finding: str | None = None
 
 
-def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions | None = None) -> dict:
+def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions | None = None,
+            loaded: tuple | None = None) -> dict:
     """Grad-CAM for `paths`: per-image figures (the first `options.figures`), a contact sheet, each class's mean
     map, the raw maps (.npy), the border check and, with lesion masks or boxes, the pointing game. Returns the
-    summary written to gradcam.json."""
+    summary written to gradcam.json. `loaded`: (model, metadata) of `model_path` when the caller has them."""
     from cxr_keras.data.pipeline import make_dataset
     from cxr_keras.data.table import write_dropped
     from cxr_keras.data.verify import verify_files
@@ -44,7 +45,7 @@ def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions
     from cxr_keras.models.saving import load_model
 
     options = options or ExplainOptions()
-    model, metadata = load_model(model_path, compile=False)
+    model, metadata = loaded or load_model(model_path, compile=False)
     if metadata and (options.preprocess or options.class_names):
         given = "--preprocess" if options.preprocess else "--class-names"
         raise ValueError(f"{given}: only for a foreign model; {model_path} has its own metadata "
