@@ -94,6 +94,9 @@ def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions
 def _binary_threshold(spec: ModelSpec, given: float | None) -> float:
     """The cut that decides a binary model's explained class: `given`, else the model's own; 0.5 for others."""
     if given is not None:
+        if spec.task != "binary":
+            raise ValueError(f"--threshold decides a binary model's explained class; this {spec.task} model "
+                             "explains its top-scoring class (or --class-index)")
         if not 0 <= given <= 1:
             raise ValueError(f"--threshold is a probability in [0, 1], got {given}")
         return float(given)
