@@ -129,7 +129,7 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
     if cache == "auto":  # one choice for train and val together, said in the log
         budget = None if data.cache_budget_gb is None else int(data.cache_budget_gb * 1e9)
         cache, why = disk_cache.choose(len(table.split("train")) + len(table.split("val")), size, budget)
-        print(why)
+        _say(quiet, why)
     train_ds = dataset_for_split(table, "train", size, data.batch_size, training=True, augment=data.augment,
                                  seed=train.seed, cache=cache, resize=data.resize, verbose=not quiet)
     val_ds = dataset_for_split(table, "val", size, data.batch_size, cache=cache, resize=data.resize)

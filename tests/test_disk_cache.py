@@ -94,7 +94,7 @@ def test_a_run_whose_images_exceed_the_budget_trains_from_the_disk_cache(table, 
                         split_ratios=(0.6, 0.2, 0.2), augment="none", cache_budget_gb=1e-6),
         model=ModelConfig(backbone="baseline", weights="none"),
         train=TrainConfig(stages=[StageConfig(epochs=1, trainable="all")], tensorboard=False))
-    run_dir = run_experiment(config, quiet=True)
+    run_dir = run_experiment(config)
     out = capsys.readouterr().out
     assert "cache: disk (32 images at 32x32 need 0.00 GB; memory budget 0.00 GB, given)" in out
     assert os.path.exists(os.path.join(run_dir, "best.keras"))
