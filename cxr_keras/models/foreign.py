@@ -26,7 +26,7 @@ class ForeignOptions:
     threshold: float | None = None
     threshold_from: str | None = None  # an evaluation's metrics.json: threshold, task, classes, input and output
     output: str | None = None  # probabilities | logits (default: from the last layer)
-    task: str | None = None  # binary | multiclass | multilabel (default: from the output layer)
+    model_task: str | None = None  # binary | multiclass | multilabel (default: from the output layer)
 
     def given(self) -> list[str]:
         return [f"--{name.replace('_', '-')}" for name, value in dataclasses.asdict(self).items() if value is not None]
@@ -55,7 +55,7 @@ def _describe(model: keras.Model, options: ForeignOptions) -> tuple[ModelSpec, f
                          "--preprocess (what its pixels must look like; 'none' when it preprocesses itself), or "
                          "--threshold-from an evaluation's metrics.json that holds them")
     spec = describe_model(model, None, class_names=class_names, preprocess=preprocess,
-                          task=options.task or evaluation.get("task"),
+                          task=options.model_task or evaluation.get("task"),
                           output=options.output or evaluation.get("output"))
     if spec.task == "binary" and evaluation.get("positive_class") in spec.classes:
         spec.positive_index = spec.classes.index(evaluation["positive_class"])
