@@ -207,7 +207,8 @@ def test_what_cannot_be_exported_is_one_line_and_nothing_written(foreign, tmp_pa
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err and not os.path.exists(out)
 
 
-@pytest.mark.parametrize("case", ["nested-model", "through-a-layer", "missing-images", "own-model-preprocess"])
+@pytest.mark.parametrize("case", ["nested-model", "through-a-layer", "missing-images", "own-model-preprocess",
+                                  "threshold-above-1"])
 def test_gradcam_refusals_are_one_line_and_write_nothing(foreign, tmp_path, capsys, case):
     data, model = foreign
     args = ["--images", data, *DESCRIBE]
@@ -220,6 +221,9 @@ def test_gradcam_refusals_are_one_line_and_write_nothing(foreign, tmp_path, caps
                  if isinstance(layer, keras.layers.Dense)][0]  # its name depends on what the process built before
         args += ["--layer", f"{dense}/x"]
         expected = "is a layer, not a nested model"
+    elif case == "threshold-above-1":
+        args += ["--threshold", "1.5"]
+        expected = "a threshold is a probability in [0, 1], got 1.5 (--threshold)"
     elif case == "missing-images":
         args = ["--images", str(tmp_path / "nowhere"), *DESCRIBE]
         expected = "nowhere does not exist"

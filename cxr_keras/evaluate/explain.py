@@ -97,8 +97,9 @@ def _binary_threshold(spec: ModelSpec, given: float | None) -> float:
         if spec.task != "binary":
             raise ValueError(f"--threshold decides a binary model's explained class; this {spec.task} model "
                              "explains its top-scoring class (or --class-index)")
-        if not 0 <= given <= 1:
-            raise ValueError(f"--threshold is a probability in [0, 1], got {given}")
+        from cxr_keras.models.foreign import check_threshold
+
+        check_threshold(given, spec, "--threshold")
         return float(given)
     return float(spec.threshold) if spec.task == "binary" and np.ndim(spec.threshold) == 0 else 0.5
 
