@@ -61,6 +61,7 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
     equal the run's own). `run_dir` names a new run's folder (default `runs_dir/name-timestamp`); an existing,
     non-empty folder is never overwritten. `callbacks` are added to every stage's `fit`.
     """
+    application = None  # the pretrained backbone, loaded once while checking the request
     with contextlib.ExitStack() as hold:  # the run folder's lock, held until the run ends
         if _multiworker(config, resume):
             make_strategy("multiworker")  # before TensorFlow runs any op, or collectives cannot be configured
@@ -80,8 +81,8 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             config.check()
             config = dataclasses.replace(config, model=dataclasses.replace(config.model))
             entry = check_request(config.model.backbone, config.data.image_size)
-            config.model.weights = resolve_weights(entry, config.model.weights,
-                                                   (config.data.image_size, config.data.image_size, 3))
+            config.model.weights, application = resolve_weights(
+                entry, config.model.weights, (config.data.image_size, config.data.image_size, 3))
             data = config.data
             table = _split(_read_data(config), data)
             _weighting(config, table)
@@ -90,7 +91,7 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
         try:
             with precision(config.train.mixed_precision):
                 return _run(config, table, run_dir, resuming=bool(resume), quiet=quiet,
-                            extra_callbacks=callbacks or [])
+                            extra_callbacks=callbacks or [], application=application)
         except KeyboardInterrupt:
             print(f"\nInterrupted. Every completed epoch is saved: continue with `cxr train --resume {run_dir}`",
                   file=sys.stderr)
@@ -122,7 +123,7 @@ def _split(table: ImageTable, data) -> ImageTable:
 
 
 def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bool, quiet: bool,
-         extra_callbacks: list) -> str:
+         extra_callbacks: list, application: keras.Model | None = None) -> str:
     data, train = config.data, config.train
     size = (data.image_size, data.image_size)
     cache = data.cache
@@ -148,7 +149,7 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
     state = _read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
     with strategy.scope():
         model = (load_model(os.path.join(run_dir, "last.keras"))[0] if resuming
-                 else _build(config, table, train_ds, weighting, quiet))
+                 else _build(config, table, train_ds, weighting, quiet, application))
 
     budget = TimeBudget(train.time_budget_s) if train.time_budget_s else None
     epoch_end = 0
@@ -300,16 +301,17 @@ def _weighting(config: ExperimentConfig, table: ImageTable) -> dict:
 
 
 def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Dataset, weighting: dict,
-           quiet: bool = True) -> keras.Model:
+           quiet: bool = True, application: keras.Model | None = None) -> keras.Model:
     """The model, its output bias set to the priors the weighted loss sees (so the first steps start calm), or
-    started from the weights of `model.init_from`."""
+    started from the weights of `model.init_from`. `application`: the pretrained backbone `resolve_weights`
+    loaded (built once per run)."""
     m = config.model
     targets = table.split("train").targets()
     bias = initial_bias(targets, table.task, _positive_weight(weighting, table.task, targets.shape[1]))
     stats = None if is_pretrained(m.weights) else pixel_statistics(train_ds)
     model = build_model(m.backbone, table.task, table.classes, config.data.image_size, m.weights,
                         dropout=m.dropout, bottleneck=m.bottleneck, head_batchnorm=m.head_batchnorm,
-                        output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum)
+                        output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum, pretrained=application)
     if m.init_from:
         _say(quiet, f"Starting from {init_from_model(model, m.init_from, table.classes)}")
     return model

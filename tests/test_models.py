@@ -117,7 +117,7 @@ def test_offline_imagenet_says_which_file_where_and_which_flag(offline):
 
 def test_auto_weights_fall_back_to_scratch_loudly(offline, capsys):
     with pytest.warns(UserWarning, match="FROM SCRATCH"):
-        assert resolve_weights(get_backbone("mobilenetv2"), "auto", (32, 32, 3)) == "none"
+        assert resolve_weights(get_backbone("mobilenetv2"), "auto", (32, 32, 3)) == ("none", None)
     assert "NOTICE" in capsys.readouterr().out
 
 

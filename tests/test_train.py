@@ -53,8 +53,14 @@ def history(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_a_pretrained_two_stage_run_writes_its_folder(blobs, mobilenet_weights, tmp_path):
+def test_a_pretrained_two_stage_run_writes_its_folder(blobs, mobilenet_weights, tmp_path, monkeypatch):
+    import cxr_keras.models.weights as weights
+
+    loads = []
+    real = weights._file_application
+    monkeypatch.setattr(weights, "_file_application", lambda *a: loads.append(a) or real(*a))
     run_dir = run_experiment(config(blobs, tmp_path, "mobilenetv2", mobilenet_weights, two_stages()), quiet=True)
+    assert len(loads) == 1  # the pretrained application is built once per run, not once to check and once to use
     for name in ("config.json", "splits.csv", "history.csv", "best.keras", "best.json", "last.keras",
                  "state.json", "curves.png"):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
@@ -74,6 +80,15 @@ def test_a_pretrained_two_stage_run_writes_its_folder(blobs, mobilenet_weights, 
     source.load_weights(mobilenet_weights)
     np.testing.assert_array_equal(model.get_layer("Conv_1_bn").moving_mean, source.get_layer("Conv_1_bn").moving_mean)
     assert not np.array_equal(model.get_layer("Conv_1").kernel, source.get_layer("Conv_1").kernel)  # it trained
+
+
+def test_a_weights_file_that_does_not_fit_is_refused_before_the_run_folder_is_made(blobs, tmp_path):
+    other = str(tmp_path / "resnet50.weights.h5")
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(other)
+    run_dir = tmp_path / "run"
+    with pytest.raises(WeightsError, match=r"resnet50.weights.h5 does not fit MobileNetV2 without its top"):
+        run_experiment(config(blobs, tmp_path, "mobilenetv2", other, two_stages()), run_dir=str(run_dir), quiet=True)
+    assert not run_dir.exists()
 
 
 def test_resume_continues_at_the_right_stage_and_epoch(blobs, mobilenet_weights, tmp_path, monkeypatch):

@@ -36,6 +36,7 @@ def build_model(
     output_bias: np.ndarray | None = None,
     pixel_stats: tuple[float, float] | None = None,
     bn_momentum: float | None = None,
+    pretrained: keras.Model | None = None,
 ) -> keras.Model:
     """A classifier for `task` over `classes` on `backbone`, taking (H, W, 1) pixels in 0..255.
 
@@ -44,11 +45,12 @@ def build_model(
     `pixel_stats`: (mean, std) of training pixels, used instead of ImageNet preprocessing when the weights are
     random (default 127.5, 127.5: pixels to -1..1). `bn_momentum`: BatchNormalization momentum of the backbone;
     default: the application's own with pretrained weights, 0.9 from scratch (see docs/training.md).
+    `pretrained`: the application `weights.resolve_weights` already loaded, so it is not built a second time.
     """
     entry = check_request(backbone, image_size)
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     n_outputs = _output_count(task, classes)
-    source = pretrained_application(entry, weights, (height, width, 3))
+    source = pretrained if pretrained is not None else pretrained_application(entry, weights, (height, width, 3))
 
     inputs = keras.Input(shape=(height, width, 1), name="image")
     x = keras.layers.Concatenate(name="cxr_gray_to_rgb")([inputs, inputs, inputs])

@@ -130,12 +130,19 @@ def imagenet_unavailable(entry: Backbone, input_shape: tuple[int, int, int]) -> 
     return None
 
 
-def resolve_weights(entry: Backbone, weights: str | None, input_shape: tuple[int, int, int]) -> str:
-    """What `weights` will mean for this run: "auto" becomes "imagenet" when obtainable, else "none"."""
+def resolve_weights(entry: Backbone, weights: str | None,
+                    input_shape: tuple[int, int, int]) -> tuple[str, keras.Model | None]:
+    """What `weights` means for this run, and the bare application already loaded with them (None from scratch).
+
+    "auto" becomes "imagenet" when obtainable, else "none". Loading here, before a run writes anything, finds a
+    failed download or a misfit weights file early; give the application to `build_model(pretrained=...)` so it
+    is built once, not twice.
+    """
+    source = pretrained_application(entry, weights, input_shape)
     spec = str(weights).lower() if weights is not None else "none"
-    if spec != "auto":
-        return "none" if spec in ("none", "") else (spec if spec == "imagenet" else os.fspath(weights))
-    return "imagenet" if pretrained_application(entry, "auto", input_shape) is not None else "none"
+    if source is None:
+        return "none", None
+    return ("imagenet" if spec in ("imagenet", "auto") else os.fspath(weights)), source
 
 
 HEAD = "predictions"  # the factory's output layer; the one part a model for other classes cannot reuse
