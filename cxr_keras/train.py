@@ -65,13 +65,14 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
     with contextlib.ExitStack() as hold:  # the run folder's lock, held until the run ends
         if _multiworker(config, resume):
             make_strategy("multiworker")  # before TensorFlow runs any op, or collectives cannot be configured
-            if resume:
-                raise RunError("--resume of a multi-worker run is not supported yet; start a new run (see "
-                               "docs/training.md, Scale)")
             if not is_chief():  # only the chief writes the run folder; the others write to a temporary one
-                run_dir = tempfile.mkdtemp(prefix="cxr-keras-worker-")
-                hold.callback(shutil.rmtree, run_dir, True)
-                _say(quiet, f"Not the chief worker: this process writes to {run_dir}, removed at the end")
+                scratch = tempfile.mkdtemp(prefix="cxr-keras-worker-")
+                hold.callback(shutil.rmtree, scratch, True)
+                if resume:  # the chief's folder, read here and never written: resume from a copy of its state
+                    resume = _copy_resume_point(resume, scratch)
+                else:
+                    run_dir = scratch
+                _say(quiet, f"Not the chief worker: this process writes to {scratch}, removed at the end")
         if resume:
             config, run_dir = _config_for_resume(resume, config), resume
             table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
@@ -100,6 +101,8 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
 
 def _multiworker(config: ExperimentConfig | None, resume: str | None) -> bool:
     if config is None and resume:
+        if not os.path.isfile(os.path.join(resume, "config.json")):
+            raise RunError(f"--resume {resume}: no config.json there; give a run folder that `cxr train` made")
         config = ExperimentConfig.load(os.path.join(resume, "config.json"))
     return config is not None and config.train.strategy == "multiworker"
 
@@ -251,6 +254,21 @@ def _repair_after_kill(run_dir: str, epochs_done: int) -> None:
     if len(kept) != len(lines):
         with atomic_writer(path, newline="") as f:
             f.writelines(kept)
+
+
+RESUME_POINT = ("config.json", "splits.csv", "state.json", "last.keras")
+
+
+def _copy_resume_point(run_dir: str, scratch: str) -> str:
+    """A non-chief worker's copy of what resuming the chief's `run_dir` reads (it must see the chief's folder:
+    the same host, or a shared filesystem). Every worker then starts from the same epoch and weights."""
+    missing = [name for name in RESUME_POINT if not os.path.isfile(os.path.join(run_dir, name))]
+    if missing:
+        raise RunError(f"--resume {run_dir}: this worker cannot read {', '.join(missing)} there; every worker "
+                       "resumes the chief's run folder, so give them all its path (on a filesystem they share)")
+    for name in RESUME_POINT:
+        shutil.copy2(os.path.join(run_dir, name), os.path.join(scratch, name))
+    return scratch
 
 
 def _config_for_resume(run_dir: str, config: ExperimentConfig | None) -> ExperimentConfig:
