@@ -1,7 +1,7 @@
 """The `cxr` command: `cxr train` trains a model, `cxr evaluate` measures one, `cxr gradcam` explains its
-predictions, `cxr export` makes it deployable, `cxr predict` runs it, `cxr data-report` describes a dataset,
-`cxr synth` writes sample data. One parser, built from each command's own module; TensorFlow starts after
-parsing, so `--help` and usage errors are instant."""
+predictions, `cxr export` makes it deployable, `cxr predict` runs it, `cxr ensemble` averages runs,
+`cxr data-report` describes a dataset, `cxr synth` writes sample data. One parser, built from each command's
+own module; TensorFlow starts after parsing, so `--help` and usage errors are instant."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from cxr_keras.cli import data_report, evaluate, export, gradcam, predict, synth, train
+from cxr_keras.cli import data_report, ensemble, evaluate, export, gradcam, predict, synth, train
 
 # DataError, SplitError, WeightsError, ExportError, OutputExists... are ValueErrors; the OSErrors are a file
 # the user named that is missing, in the way or not theirs to read.
@@ -19,7 +19,7 @@ EXPECTED = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxr", description="Chest X-ray classifiers on Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (data_report, evaluate, export, predict, gradcam, train, synth):
+    for command in (data_report, evaluate, export, predict, gradcam, train, ensemble, synth):
         command.add_parser(commands)
     return parser
 

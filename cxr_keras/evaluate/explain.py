@@ -52,7 +52,10 @@ def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions
                          f"({os.path.basename(model_path).rsplit('.', 1)[0]}.json), which says its classes and input")
     spec = describe_model(model, metadata, class_names=options.class_names, preprocess=options.preprocess)
     threshold = _binary_threshold(spec, options.threshold)
-    layer_path(model, options.layer)  # a bad --layer is refused before anything is written
+    layer = layer_path(model, options.layer)  # a bad --layer is refused before anything is written
+    if metadata and metadata.get("ensemble") and options.layer is None:
+        print(f"An ensemble: the maps are of {layer[0]} (its share of the average), one member of "
+              f"{len(metadata['ensemble'])}; --layer member_0/LAYER explains another")
     paths, dropped = verify_files(paths)  # as every command does: a bad file is reported, never met mid-batch
     if dropped:
         write_dropped(dropped, os.path.join(out, "dropped.csv"))
@@ -79,7 +82,7 @@ def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions
             plots.plot_gradcam(raw[i], cams[i], f"{options.method}, {captions[-1]}",
                                os.path.join(out, f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.png"))
     plots.plot_contact_sheet(raw, cams, captions, os.path.join(out, "contact_sheet.png"))
-    summary: dict = {"method": options.method, "layer": "/".join(layer_path(model, options.layer)),
+    summary: dict = {"method": options.method, "layer": "/".join(layer),
                      "n_images": len(paths), "dropped": len(dropped), "threshold": threshold,
                      "explained": [names[int(k)] for k in explained], "cams": "cams.npy"}
     save_mean_maps(cams, summary["explained"], os.path.join(out, "mean_by_class.png"))
