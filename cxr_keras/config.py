@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import typing
 
 from cxr_keras.io_utils import atomic_writer
@@ -163,6 +165,66 @@ class ExperimentConfig:
             if not stage.learning_rate > 0:
                 raise ConfigError(f"learning rates must be above 0 (--learning-rates), got {stage.learning_rate} "
                                   f"for stage {stage.name or stage.trainable!r}")
+            if stage.epochs < 1:
+                raise ConfigError(f"--epochs: every stage needs at least 1 epoch, got {stage.epochs} for stage "
+                                  f"{stage.name or stage.trainable!r}")
+            _check_trainable(stage.trainable)
+        _check_ranges(self)
+        if data.cache not in (None, "auto", "memory", "disk", "none") and os.sep not in data.cache:
+            raise ConfigError(f"--cache {data.cache!r} is not auto, memory, disk or none; for tf.data's file cache "
+                              f"give a path prefix with its folder, e.g. .{os.sep}{data.cache}")
+        _check_pattern("--patient-pattern", data.patient_pattern)
+        _check_pattern("--cohort-pattern", data.cohort_pattern)
+        if self.name != os.path.basename(self.name) or self.name.startswith(("-", ".")) or not self.name.strip():
+            raise ConfigError(f"--name {self.name!r} must be a plain folder name (no '/', not empty, not starting "
+                              "with '-' or '.'); use --runs-dir or --run-dir to choose where")
+        if self.model.init_from and not os.path.isfile(self.model.init_from):
+            raise ConfigError(f"--init-from {self.model.init_from}: no such model file; give an earlier run's "
+                              "best.keras")
+
+
+def _check_ranges(config: ExperimentConfig) -> None:
+    """Numbers outside what their option means, named by the option."""
+    train, data = config.train, config.data
+    checks = [
+        ("--dropout", config.model.dropout, 0 <= config.model.dropout < 1, "in [0, 1)"),
+        ("--label-smoothing", train.label_smoothing, 0 <= train.label_smoothing < 1, "in [0, 1)"),
+        ("--max-pixels", data.max_pixels, data.max_pixels >= 1, "at least 1"),
+        ("--time-budget", train.time_budget_s, train.time_budget_s is None or train.time_budget_s > 0,
+         "above 0 seconds"),
+        ("--early-stopping", train.early_stopping_patience, train.early_stopping_patience >= 0,
+         "at least 0 epochs (0: off)"),
+        ("--steps-per-epoch", train.steps_per_epoch, train.steps_per_epoch is None or train.steps_per_epoch >= 1,
+         "at least 1"),
+    ]
+    for option, value, ok, wanted in checks:
+        if not ok:
+            raise ConfigError(f"{option} must be {wanted}, got {value}")
+
+
+def _check_trainable(spec: str) -> None:
+    """The grammar of a stage's `trainable` (--unfreeze); whether a from:LAYER exists is known once built."""
+    kind, _, arg = spec.partition(":")
+    try:
+        ok = (kind in ("head", "all") and not arg) or (kind == "top" and int(arg) >= 0) or (
+            kind == "fraction" and 0 <= float(arg) <= 1) or (kind == "from" and bool(arg))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"--unfreeze {spec!r}: give head, all, top:N (N >= 0), fraction:F (0 <= F <= 1) or "
+                          "from:LAYER")
+
+
+def _check_pattern(option: str, pattern: str | None) -> None:
+    """A regex that compiles and has the group whose match names the patient or cohort."""
+    if not pattern:
+        return
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as exc:
+        raise ConfigError(f"{option} {pattern!r} is not a regular expression ({exc})") from None
+    if groups < 1:
+        raise ConfigError(f"{option} {pattern!r} needs a group, e.g. '^(patient\\d+)_': its first group is the id")
 
 
 def _from_dict(cls, values: dict, where: str):

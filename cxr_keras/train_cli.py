@@ -23,8 +23,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--batch-size", type=int)
     data.add_argument("--augment", choices=list(AUGMENT_PRESETS), help="augmentation preset")
     data.add_argument("--cache", help="'auto' (default: memory when the images fit the memory budget, else disk), "
-                      "'memory', 'disk' (a memory-mapped file, for data larger than RAM), 'none', or a file path "
-                      "for tf.data's file cache")
+                      "'memory', 'disk' (one file read by index, for data larger than RAM), 'none', or a path "
+                      "prefix with a folder (e.g. /scratch/cxr) for tf.data's file cache, one per split and data")
     data.add_argument("--cache-budget", dest="cache_budget_gb", type=float, metavar="GB",
                       help="auto's memory budget in GB (default: half the RAM available at the start)")
     data.add_argument("--split-ratios", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"))
@@ -98,11 +98,19 @@ def config_from_args(args: argparse.Namespace, default: ExperimentConfig) -> Exp
         config.train.early_stopping_patience = args.early_stopping
     if getattr(args, "time_budget", None) is not None:
         config.train.time_budget_s = args.time_budget
-    config.train.stages = _stages(config.train.stages, args, from_scratch=config.model.weights in ("none", None, ""))
+    config.train.stages = _stages(config.train.stages, args, from_scratch=_from_scratch(config))
     for key in ("name", "runs_dir"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     return config
+
+
+def _from_scratch(config: ExperimentConfig) -> bool:
+    """Random weights: asked for, or a backbone that has no pretrained weights (the baseline CNN)."""
+    from cxr_keras.models.registry import REGISTRY
+
+    entry = REGISTRY.get(str(config.model.backbone).lower())
+    return config.model.weights in ("none", None, "") or (entry is not None and not entry.pretrained)
 
 
 def _stages(stages: list[StageConfig], args: argparse.Namespace, from_scratch: bool) -> list[StageConfig]:
@@ -134,11 +142,37 @@ def run_from_args(args: argparse.Namespace, default: ExperimentConfig) -> str | 
     from cxr_keras.train import run_experiment
 
     if args.resume:
-        overrides = any(getattr(args, k, None) is not None for k in (*DATA_KEYS, *MODEL_KEYS, *TRAIN_KEYS))
-        config = config_from_args(args, default) if overrides or args.config else None
-        return run_experiment(config, resume=args.resume, quiet=args.quiet)
+        return _resume(args)
     config = config_from_args(args, default)
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return None
     return run_experiment(config, run_dir=args.run_dir, quiet=args.quiet)
+
+
+RESUME_OVERRIDES = (*DATA_KEYS, *MODEL_KEYS, *TRAIN_KEYS, "epochs", "learning_rates", "unfreeze", "cache",
+                    "split_ratios", "early_stopping", "time_budget", "name", "runs_dir")
+
+
+def _resume(args: argparse.Namespace) -> str | None:
+    """`--resume RUN`: the run's own config; an option given beside it must equal the run's (else refused)."""
+    import json
+    import os
+
+    from cxr_keras.train import RunError, run_experiment
+
+    for option in ("config", "run_dir"):
+        if getattr(args, option, None):
+            raise RunError(f"--{option.replace('_', '-')} with --resume: a resumed run keeps its own folder and "
+                           "config; leave it out")
+    given = [k for k in RESUME_OVERRIDES if getattr(args, k, None) is not None]
+    saved_path = os.path.join(args.resume, "config.json")
+    if not (given or args.print_config):
+        return run_experiment(None, resume=args.resume, quiet=args.quiet)
+    if not os.path.isfile(saved_path):
+        raise RunError(f"--resume {args.resume}: no config.json there; give a run folder that `cxr train` made")
+    config = config_from_args(args, ExperimentConfig.load(saved_path))
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return None
+    return run_experiment(config, resume=args.resume, quiet=args.quiet)

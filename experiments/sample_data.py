@@ -54,8 +54,10 @@ def parse_args(prog: str, doc: str, argv: list[str] | None, sample: dict, task: 
 
     from cxr_keras.train_cli import add_train_arguments
 
+    where = ("the embedded real Kermany sample (480 X-rays, 128 px)" if sample.get("data") == "kermany-sample" else
+             f"generated {task} sample data")
     parser = argparse.ArgumentParser(prog=f"python -m experiments.{prog}", description=doc.split("\n\n")[0],
-                                     epilog="Without --data-dir it runs on generated sample data.")
+                                     epilog=f"Without --data-dir it runs on {where}.")
     add_train_arguments(parser)
     if extra:
         extra(parser)

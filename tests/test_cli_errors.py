@@ -159,3 +159,14 @@ def test_data_report_takes_the_folder_either_way(setup, tmp_path, capsys):
     assert (tmp_path / "a" / "report.txt").read_text() == (tmp_path / "b" / "report.txt").read_text()
     assert main(["data-report", "--out", str(tmp_path / "c")]) == 2
     assert "cxr data-report DIR (or --data-dir DIR)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, option", [(["--model", "other.keras"], "--model"), (["--data-dir", "x"], "--data-dir"),
+                                           (["--threshold", "0.3"], "--threshold"), (["--max-pixels", "10"],
+                                                                                     "--max-pixels")])
+def test_evaluate_run_refuses_model_mode_options(tmp_path, capsys, extra, option):
+    """--run takes its model and data from the run: an option that would be ignored is refused before reading."""
+    assert main(["evaluate", "--run", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {option} does nothing with --run"), err
+    assert os.listdir(tmp_path) == []

@@ -32,12 +32,13 @@ def train_args(data: str, run_dir: str, strategy: str, epochs: int = 3) -> list[
             "--quiet"]
 
 
-def start_workers(args_of, addresses: list[str]) -> list[subprocess.Popen]:
-    """One `cxr` process per address, worker `index` getting `args_of(index)`."""
+def start_workers(args_of, addresses: list[str], tmp: str) -> list[subprocess.Popen]:
+    """One `cxr` process per address, worker `index` getting `args_of(index)`; temporary folders under `tmp` (a
+    killed worker cannot remove its own)."""
     workers = []
     for index in range(len(addresses)):
         config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONPATH": ROOT}
+        env = {**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONPATH": ROOT, "TMPDIR": tmp}
         workers.append(subprocess.Popen([sys.executable, "-m", "cxr_keras.cli", *args_of(index)], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return workers
@@ -57,8 +58,8 @@ def test_two_workers_train_one_run_that_the_chief_writes_and_a_killed_pair_resum
     run = tmp_path / "run0"
     epochs, workers = 5, []
     try:
-        workers = start_workers(lambda index: train_args(data, str(tmp_path / f"run{index}"), "multiworker",
-                                                         epochs), [f"127.0.0.1:{p}" for p in free_ports(2)])
+        workers = start_workers(lambda index: train_args(data, str(tmp_path / f"run{index}"), "multiworker", epochs),
+                                [f"127.0.0.1:{p}" for p in free_ports(2)], str(tmp_path))
         deadline = time.monotonic() + 300
         while not (run / "state.json").exists() and time.monotonic() < deadline and workers[0].poll() is None:
             time.sleep(0.05)
@@ -67,7 +68,7 @@ def test_two_workers_train_one_run_that_the_chief_writes_and_a_killed_pair_resum
         assert not killed_at.get("complete") and 1 <= killed_at["epoch"] < epochs, killed_at
 
         workers = start_workers(lambda index: ["train", "--resume", str(run), "--quiet"],
-                                [f"127.0.0.1:{p}" for p in free_ports(2)])
+                                [f"127.0.0.1:{p}" for p in free_ports(2)], str(tmp_path))
         outputs = [w.communicate(timeout=300)[0] for w in workers]
     finally:
         end(workers)

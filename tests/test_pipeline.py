@@ -56,6 +56,19 @@ def test_caches_give_identical_data(table, cache, tmp_path):
     np.testing.assert_array_equal(x, reference)
 
 
+def test_one_file_cache_prefix_never_serves_another_splits_or_labels_data(table, tmp_path):
+    """`--cache PREFIX` for train and val: each split reads its own pixels and labels, not the first one cached."""
+    prefix = str(tmp_path / "cache")
+    train, val = table.split("train"), table.split("val")
+    _epoch(make_dataset(train.paths, train.targets(), (32, 32), 8, cache=prefix))
+    x, y = _epoch(make_dataset(val.paths, val.targets(), (32, 32), 8, cache=prefix))
+    reference = np.stack([load_image_numpy(p, (32, 32)) for p in val.paths]).astype(np.float32)
+    np.testing.assert_array_equal(x, reference)
+    np.testing.assert_array_equal(y, val.targets())
+    _, flipped = _epoch(make_dataset(val.paths, 1 - val.targets(), (32, 32), 8, cache=prefix))
+    np.testing.assert_array_equal(flipped, 1 - val.targets())  # relabelled data: not the cached labels
+
+
 def test_memory_cache_is_single_channel_uint8(table):
     from cxr_keras.data.pipeline import decode_all
 

@@ -45,6 +45,45 @@ def test_train_refusals_are_one_clear_line(blobs, tmp_path, capsys):
     assert "PNEUMONIA" in capsys.readouterr().err
 
 
+BASE = ["--backbone", "baseline", "--weights", "none", "--image-size", "32", "--quiet"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs: every stage needs at least 1 epoch"),
+    (["--dropout", "2"], "--dropout must be in [0, 1)"),
+    (["--label-smoothing", "5"], "--label-smoothing must be in [0, 1)"),
+    (["--max-pixels", "0"], "--max-pixels must be at least 1"),
+    (["--time-budget", "-1"], "--time-budget must be above 0"),
+    (["--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1"),
+    (["--early-stopping", "-1"], "--early-stopping must be at least 0"),
+    (["--init-from", "nowhere.keras"], "--init-from nowhere.keras: no such model file"),
+    (["--patient-pattern", "("], "--patient-pattern '(' is not a regular expression"),
+    (["--patient-pattern", "^patient"], "needs a group"),
+    (["--patient-pattern", "^(nomatch)_"], "matches none of the 40 file names"),
+    (["--cache", "bogus"], "--cache 'bogus' is not auto, memory, disk or none"),
+    (["--name", "../escaped"], "must be a plain folder name"),
+])
+def test_options_no_run_can_use_are_refused_before_a_folder_is_made(blobs, tmp_path, capsys, monkeypatch, argv,
+                                                                     message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data-dir", blobs, *BASE, "--runs-dir", str(tmp_path / "runs"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "runs").exists() and os.listdir(tmp_path) == []
+
+
+def test_unfreeze_grammar_is_checked_before_a_folder_is_made(blobs, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", blobs, "--backbone", "mobilenetv2", "--weights", "none", "--image-size", "32",
+                 "--epochs", "1", "1", "--unfreeze", "bogus", "--run-dir", str(run)]) == 2
+    assert "--unfreeze 'bogus': give head, all, top:N" in capsys.readouterr().err and not run.exists()
+
+
+def test_one_epochs_value_suffices_for_a_backbone_without_pretrained_weights(blobs, capsys):
+    config = printed_config(capsys, ["--data-dir", blobs, "--backbone", "baseline", "--epochs", "2"])
+    assert [(s["epochs"], s["trainable"]) for s in config["train"]["stages"]] == [(2, "all")]
+
+
 def test_train_runs_and_never_overwrites(blobs, tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     argv = ["train", "--data-dir", blobs, "--backbone", "baseline", "--weights", "none", "--image-size", "32",
@@ -55,6 +94,20 @@ def test_train_runs_and_never_overwrites(blobs, tmp_path, capsys):
     assert again["model"]["backbone"] == "baseline" and again["train"]["stages"][0]["epochs"] == 1
     assert main(argv) == 2
     assert "never overwritten" in capsys.readouterr().err
+
+    state = os.path.join(run_dir, "state.json")
+    with open(state) as f:
+        saved = json.load(f)
+    with open(state, "w") as f:  # as if killed before its last epoch
+        json.dump({**saved, "complete": False}, f)
+    before = os.stat(os.path.join(run_dir, "best.keras")).st_mtime_ns
+    resumed = printed_config(capsys, ["--resume", run_dir])  # prints the run's own config; trains nothing
+    assert resumed["model"]["backbone"] == "baseline" and resumed["data"]["image_size"] == 32
+    assert os.stat(os.path.join(run_dir, "best.keras")).st_mtime_ns == before
+    for extra, message in ((["--epochs", "5"], "the run was made with another config"),
+                           (["--run-dir", "elsewhere"], "--run-dir with --resume")):
+        assert main(["train", "--resume", run_dir, *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["efficientnet_finetune", "kermany_scratch", "densenet121_multilabel",

@@ -190,6 +190,12 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
     else:
         from cxr_keras.choices import DEFAULT_RULE
 
+        ignored = [option for option, value in _model_mode_options(args) if value]
+        if ignored:
+            hint = ("a fixed threshold is --rule fixed:T" if ignored[0].startswith("--threshold") else
+                    "to score it on other data use --model RUN/best.keras --data-dir DIR")
+            raise ValueError(f"{ignored[0]} does nothing with --run, which evaluates the run's best.keras on its own "
+                             f"data and splits (config.json); {hint}")
         args.rule_given, args.rule = args.rule is not None, args.rule or DEFAULT_RULE
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0 <= args.threshold <= 1):
         raise ValueError(f"--threshold is a probability in [0, 1], got {args.threshold}")
@@ -206,6 +212,18 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
         except re.error as exc:
             raise ValueError(f"--cohort-pattern {args.cohort_pattern!r} is not a valid regular expression "
                              f"({exc})") from None
+
+
+def _model_mode_options(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The options that describe a model and its data, which --run takes from the run itself."""
+    from cxr_keras.config import DEFAULT_MAX_PIXELS
+
+    given = [(f"--{key.replace('_', '-')}", getattr(args, key)) for key in (
+        "model", "data_dir", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column",
+        "labels_column", "image_size", "channels", "preprocess", "class_names", "class_map", "model_task", "output",
+        "threshold", "threshold_from", "allow_outside_paths")]
+    return given + [("--layout", args.layout != "auto"), ("--delimiter", args.delimiter != "|"),
+                    ("--max-pixels", args.max_pixels != DEFAULT_MAX_PIXELS)]
 
 
 def _stress_options(args: argparse.Namespace) -> dict | None:

@@ -22,6 +22,13 @@ def add_parser(commands) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from cxr_keras.data.synthetic import write_dataset
 
+    for option, value, least in (("--patients", args.patients, 1), ("--size", args.size, 8)):
+        if value < least:
+            print(f"error: {option} must be at least {least}, got {value}", file=sys.stderr)
+            return 2
+    if os.path.isfile(args.out):
+        print(f"error: {args.out} is a file; give a new folder", file=sys.stderr)
+        return 2
     if os.path.exists(args.out) and os.listdir(args.out):
         print(f"error: {args.out} exists and is not empty; choose a new folder", file=sys.stderr)
         return 2  # synth only writes into a new folder: mixing two generated datasets would mislabel

@@ -106,8 +106,8 @@ def make_dataset(
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string), targets)).map(
             lambda p, y: (load_image(p, image_size, resize), y), num_parallel_calls=AUTOTUNE, deterministic=True
         )
-        if cache:
-            ds = ds.cache(cache)
+        if cache:  # one file set per data, split and labels: never another split's or a stale dataset's pixels
+            ds = ds.cache(f"{cache}-{file_cache_key(paths, targets, image_size, resize)}")
         if training:
             ds = ds.shuffle(min(len(paths), FILE_CACHE_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
@@ -116,6 +116,15 @@ def make_dataset(
     else:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return ds.prefetch(AUTOTUNE)
+
+
+def file_cache_key(paths: list[str], targets: tf.Tensor, image_size: tuple[int, int], resize: str) -> str:
+    """What tf.data's file cache holds depends on: the files (path, size, mtime), decoding and the targets."""
+    import hashlib
+
+    digest = hashlib.sha256(disk_cache.cache_key(paths, image_size, resize).encode())
+    digest.update(np.ascontiguousarray(targets.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _gather_from(images, targets: tf.Tensor):

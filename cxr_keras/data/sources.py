@@ -94,7 +94,9 @@ def load_dataset(
     """
     root = os.path.abspath(root) if root else os.path.dirname(os.path.abspath(csv_path or "."))
     if not os.path.isdir(root) and not csv_path:
-        raise DataError(f"data directory {root} does not exist")
+        what = "is a file, not a folder" if os.path.exists(root) else "does not exist"
+        raise DataError(f"data directory {root} {what}; give the folder that holds the images (and, for a CSV "
+                        "dataset, --csv)")
     chosen, why = (layout, "as asked") if layout != "auto" else detect_layout(root, csv_path)
     if chosen not in LAYOUTS:
         raise DataError(f"unknown layout {chosen!r}; known layouts:\n{describe_layouts()}")
@@ -106,6 +108,10 @@ def load_dataset(
                             allow_outside_paths, patterns)
     else:
         records = _read_folders(root, chosen, patterns)
+    if patient_pattern and records.paths and not any(records.patients):
+        raise DataError(f"--patient-pattern {patient_pattern!r} matches none of the {len(records.paths)} file names "
+                        f"(e.g. {os.path.basename(records.paths[0])}): no patient grouping would be possible, so "
+                        "images of one patient could land in two splits; fix the pattern or leave it out")
     records.notes.insert(0, f"layout {chosen} ({why}): {LAYOUTS[chosen]}")
     return _to_table(records, root, classes, task, max_pixels, verify)
 

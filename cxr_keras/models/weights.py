@@ -30,7 +30,7 @@ def is_pretrained(weights: str | None) -> bool:
 def pretrained_application(entry: Backbone, weights: str | None, input_shape: tuple[int, int, int]):
     """The bare application with pretrained weights loaded, or None when the model starts from random weights."""
     spec = str(weights).lower() if weights is not None else "none"
-    if spec == "none":
+    if spec in ("none", ""):
         return None
     if not entry.pretrained:
         if spec == "auto":
@@ -72,7 +72,8 @@ def _offline_message(entry: Backbone, error: str) -> str:
 
 def _file_application(entry: Backbone, path: str, input_shape):
     if not os.path.isfile(path):
-        raise WeightsError(f"weights file {path} does not exist; give a .h5 / .weights.h5 path, imagenet or none")
+        what = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise WeightsError(f"weights file {path} {what}; give a .h5 / .weights.h5 file, imagenet or none")
     application = entry.constructor(include_top=False, weights=None, input_shape=input_shape)
     try:
         with warnings.catch_warnings():  # per-layer "Skipping nested container" notes; a misfit raises below
@@ -80,9 +81,12 @@ def _file_application(entry: Backbone, path: str, input_shape):
             application.load_weights(path)
     except Exception as exc:  # h5py, shape and layer-count errors all mean the same thing here
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = first_line.split(" Example error message")[0].rstrip(".:")  # Keras' line ends on a colon
+        module = entry.constructor.__module__
+        maker = f"{'keras.applications' if module.startswith('keras') else module}.{entry.constructor.__name__}"
         raise WeightsError(
             f"weights file {path} does not fit {entry.name} without its top ({first_line}). Use the ImageNet "
-            f"'_notop' file of {entry.name} or one saved from keras.applications.{entry.name}(include_top=False)"
+            f"'_notop' file of {entry.name} or weights saved from {maker}(include_top=False)"
         ) from None
     return application
 
