@@ -56,7 +56,7 @@ def test_two_workers_train_one_run_that_the_chief_writes_and_a_killed_pair_resum
     a single process does, and no second run folder is ever made."""
     data = write_blob_dataset(str(tmp_path / "data"), n_per_class=30, size=32, seed=4)
     run = tmp_path / "run0"
-    epochs, workers = 5, []
+    epochs, workers = 4, []
     try:
         workers = start_workers(lambda index: train_args(data, str(tmp_path / f"run{index}"), "multiworker", epochs),
                                 [f"127.0.0.1:{p}" for p in free_ports(2)], str(tmp_path))
