@@ -170,9 +170,13 @@ class ExperimentConfig:
                                   f"{stage.name or stage.trainable!r}")
             _check_trainable(stage.trainable)
         _check_ranges(self)
-        if data.cache not in (None, "auto", "memory", "disk", "none") and os.sep not in data.cache:
-            raise ConfigError(f"--cache {data.cache!r} is not auto, memory, disk or none; for tf.data's file cache "
-                              f"give a path prefix with its folder, e.g. .{os.sep}{data.cache}")
+        if data.cache not in (None, "auto", "memory", "disk", "none"):
+            if os.sep not in data.cache:
+                raise ConfigError(f"--cache {data.cache!r} is not auto, memory, disk or none; for tf.data's file "
+                                  f"cache give a path prefix with its folder, e.g. .{os.sep}{data.cache}")
+            if not os.path.isdir(os.path.dirname(data.cache) or "."):
+                raise ConfigError(f"--cache {data.cache}: the folder {os.path.dirname(data.cache)} does not exist; "
+                                  "create it first")
         _check_pattern("--patient-pattern", data.patient_pattern)
         _check_pattern("--cohort-pattern", data.cohort_pattern)
         if self.name != os.path.basename(self.name) or self.name.startswith(("-", ".")) or not self.name.strip():

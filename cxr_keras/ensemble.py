@@ -65,10 +65,15 @@ def ensemble_runs(run_dirs: list[str], out: str, overwrite: bool = False) -> str
         if missing:
             raise EnsembleError(f"{run} is not a finished run folder (no {', '.join(missing)}); give folders "
                                 "that `cxr train` made")
+    _check_out_apart(out, run_dirs)
     check_out(out, overwrite)
     _check_same_split(run_dirs)
     loaded = [load_model(os.path.join(run, "best.keras"), compile=False) for run in run_dirs]
     metas = [meta or {} for _, meta in loaded]
+    nested = next((run for run, meta in zip(run_dirs, metas) if meta.get("ensemble")), None)
+    if nested:
+        raise EnsembleError(f"{nested} is itself an ensemble; name its member runs instead (else some would weigh "
+                            "more than others)")
     for run, meta in zip(run_dirs[1:], metas[1:]):
         for key in SAME:
             if meta.get(key) != metas[0].get(key):
@@ -82,6 +87,16 @@ def ensemble_runs(run_dirs: list[str], out: str, overwrite: bool = False) -> str
     with atomic_writer(os.path.join(out, "ensemble.json")) as f:
         json.dump({"members": [os.path.abspath(r) for r in run_dirs]}, f, indent=2)
     return out
+
+
+def _check_out_apart(out: str, run_dirs: list[str]) -> None:
+    """--out must not be a member's folder, inside one, or hold one: an ensemble never writes over a run."""
+    target = os.path.realpath(out)
+    for run in run_dirs:
+        member = os.path.realpath(run)
+        if os.path.commonpath([target, member]) in (target, member):
+            raise EnsembleError(f"--out {out} is, or is inside, or holds the member run {run}; give a new folder "
+                                "apart from the runs")
 
 
 def _check_same_split(run_dirs: list[str]) -> None:
@@ -105,8 +120,7 @@ def _metadata(metas: list[dict], run_dirs: list[str]) -> dict:
     meta = {k: v for k, v in metas[0].items() if k not in ("epoch", "val_auc", "validation_operating_point")}
     meta.update(backbone="ensemble of " + ", ".join(str(m.get("backbone")) for m in metas),
                 ensemble=[os.path.abspath(r) for r in run_dirs],
-                threshold_rule=f"{metas[0].get('threshold_rule', 'default 0.5')} (member 0's); choose one for the "
-                               "ensemble with cxr evaluate --run")
+                threshold_rule="member 0's threshold until cxr evaluate --run chooses the ensemble's own")
     priors = [m.get("training_prior") for m in metas]
     if all(p is not None for p in priors):
         meta["training_prior"] = np.mean(np.asarray(priors, dtype=float), axis=0).tolist()

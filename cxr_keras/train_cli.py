@@ -115,10 +115,10 @@ def _from_scratch(config: ExperimentConfig) -> bool:
 
 def _stages(stages: list[StageConfig], args: argparse.Namespace, from_scratch: bool) -> list[StageConfig]:
     stages = [dataclasses.replace(s) for s in stages]
-    if from_scratch and len(stages) > 1 and len(args.epochs or []) == 1:
+    if from_scratch and len(stages) > 1 and 1 in (len(args.epochs or []), len(args.learning_rates or [])):
         # random weights make the stages one all-trainable stage anyway (plan_stages): one number is enough
-        stages = [StageConfig(name="scratch", epochs=args.epochs[0], trainable="all",
-                              learning_rate=stages[0].learning_rate, schedule="cosine")]
+        stages = [StageConfig(name="scratch", epochs=args.epochs[0] if args.epochs else sum(s.epochs for s in stages),
+                              trainable="all", learning_rate=stages[0].learning_rate, schedule="cosine")]
     for option, field in (("epochs", "epochs"), ("learning_rates", "learning_rate")):
         values = getattr(args, option)
         if values is None:
@@ -145,6 +145,7 @@ def run_from_args(args: argparse.Namespace, default: ExperimentConfig) -> str | 
         return _resume(args)
     config = config_from_args(args, default)
     if args.print_config:
+        config.check()  # a printed config is one that would run
         print(json.dumps(config.to_dict(), indent=2))
         return None
     return run_experiment(config, run_dir=args.run_dir, quiet=args.quiet)

@@ -120,3 +120,17 @@ def test_runs_that_cannot_be_averaged_honestly_are_one_line_and_nothing_written(
         assert not out.exists()
     assert main(["ensemble", *runs, "--out", str(taken)]) == 2
     assert "not empty" in capsys.readouterr().err and os.listdir(taken) == ["keep.txt"]
+
+    before = {run: os.stat(os.path.join(run, "best.keras")).st_mtime_ns for run in runs}
+    for out in (runs[1], runs[0], os.path.join(runs[0], "sub")):  # a member, the first one, inside one
+        assert main(["ensemble", *runs, "--out", out, "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is, or is inside, or holds the member run" in err[0], err
+    assert {run: os.stat(os.path.join(run, "best.keras")).st_mtime_ns for run in runs} == before
+    assert not os.path.exists(os.path.join(runs[0], "sub"))
+
+    ens = str(tmp_path / "ens")
+    assert main(["ensemble", *runs, "--out", ens]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", runs[0], ens, "--out", str(tmp_path / "nested")]) == 2
+    assert "is itself an ensemble; name its member runs" in capsys.readouterr().err

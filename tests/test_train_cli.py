@@ -62,6 +62,7 @@ BASE = ["--backbone", "baseline", "--weights", "none", "--image-size", "32", "--
     (["--patient-pattern", "^(nomatch)_"], "matches none of the 40 file names"),
     (["--cache", "bogus"], "--cache 'bogus' is not auto, memory, disk or none"),
     (["--name", "../escaped"], "must be a plain folder name"),
+    (["--cache", "no/such/folder/prefix"], "the folder no/such/folder does not exist"),
 ])
 def test_options_no_run_can_use_are_refused_before_a_folder_is_made(blobs, tmp_path, capsys, monkeypatch, argv,
                                                                      message):
@@ -82,6 +83,10 @@ def test_unfreeze_grammar_is_checked_before_a_folder_is_made(blobs, tmp_path, ca
 def test_one_epochs_value_suffices_for_a_backbone_without_pretrained_weights(blobs, capsys):
     config = printed_config(capsys, ["--data-dir", blobs, "--backbone", "baseline", "--epochs", "2"])
     assert [(s["epochs"], s["trainable"]) for s in config["train"]["stages"]] == [(2, "all")]
+    config = printed_config(capsys, ["--data-dir", blobs, "--backbone", "baseline", "--learning-rates", "0.01"])
+    assert [(s["learning_rate"], s["trainable"]) for s in config["train"]["stages"]] == [(0.01, "all")]
+    assert main(["train", "--data-dir", blobs, "--learning-rates", "0", "0", "--print-config"]) == 2
+    assert "learning rates must be above 0" in capsys.readouterr().err  # a printed config is one that runs
 
 
 def test_train_runs_and_never_overwrites(blobs, tmp_path, capsys):

@@ -22,9 +22,9 @@ def add_parser(commands) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from cxr_keras.data.synthetic import write_dataset
 
-    for option, value, least in (("--patients", args.patients, 1), ("--size", args.size, 8)):
-        if value < least:
-            print(f"error: {option} must be at least {least}, got {value}", file=sys.stderr)
+    for option, value, least, most in (("--patients", args.patients, 1, 100_000), ("--size", args.size, 8, 4096)):
+        if not least <= value <= most:
+            print(f"error: {option} must be {least} to {most}, got {value}", file=sys.stderr)
             return 2
     if os.path.isfile(args.out):
         print(f"error: {args.out} is a file; give a new folder", file=sys.stderr)
