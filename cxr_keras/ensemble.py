@@ -52,7 +52,7 @@ def ensemble_runs(run_dirs: list[str], out: str, overwrite: bool = False) -> str
     best.json saying which runs it averages. Its threshold is the first member's until `cxr evaluate --run OUT`
     chooses one on validation.
     """
-    from cxr_keras.models.saving import load_model, save_model
+    from cxr_keras.models.saving import load_metadata, load_model, save_model
 
     if len(run_dirs) < 2:
         raise EnsembleError(f"an ensemble needs at least two runs; got {len(run_dirs)}")
@@ -68,8 +68,7 @@ def ensemble_runs(run_dirs: list[str], out: str, overwrite: bool = False) -> str
     _check_out_apart(out, run_dirs)
     check_out(out, overwrite)
     _check_same_split(run_dirs)
-    loaded = [load_model(os.path.join(run, "best.keras"), compile=False) for run in run_dirs]
-    metas = [meta or {} for _, meta in loaded]
+    metas = [load_metadata(os.path.join(run, "best.keras")) or {} for run in run_dirs]  # checked before loading
     nested = next((run for run, meta in zip(run_dirs, metas) if meta.get("ensemble")), None)
     if nested:
         raise EnsembleError(f"{nested} is itself an ensemble; name its member runs instead (else some would weigh "
@@ -79,7 +78,7 @@ def ensemble_runs(run_dirs: list[str], out: str, overwrite: bool = False) -> str
             if meta.get(key) != metas[0].get(key):
                 raise EnsembleError(f"{run} has {key} {meta.get(key)}, {run_dirs[0]} {metas[0].get(key)}; "
                                     f"ensemble runs of the same {key}")
-    model = average_model([m for m, _ in loaded])
+    model = average_model([load_model(os.path.join(run, "best.keras"), compile=False)[0] for run in run_dirs])
     os.makedirs(out, exist_ok=True)
     for name in ("config.json", "splits.csv"):
         shutil.copyfile(os.path.join(run_dirs[0], name), os.path.join(out, name))
