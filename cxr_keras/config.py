@@ -99,6 +99,7 @@ class TrainConfig:
     balance: str = "auto"
     max_pos_weight: float | None = 10.0
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha); 0: off
     ema_momentum: float | None = None  # weight averaging: validation, checkpoints and the final model use the EMA
     monitor: str = "val_auc"
     early_stopping_patience: int = 0
@@ -193,6 +194,7 @@ def _check_ranges(config: ExperimentConfig) -> None:
     checks = [
         ("--dropout", config.model.dropout, 0 <= config.model.dropout < 1, "in [0, 1)"),
         ("--label-smoothing", train.label_smoothing, 0 <= train.label_smoothing < 1, "in [0, 1)"),
+        ("--mixup", train.mixup, 0 <= train.mixup <= 10, "an alpha in [0, 10] (e.g. 0.2; 0: off)"),
         ("--max-pixels", data.max_pixels, data.max_pixels >= 1, "at least 1"),
         ("--time-budget", train.time_budget_s, train.time_budget_s is None or train.time_budget_s > 0,
          "above 0 seconds"),

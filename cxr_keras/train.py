@@ -31,6 +31,7 @@ from cxr_keras.config import ExperimentConfig
 from cxr_keras.data import disk_cache
 from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
 from cxr_keras.data.cohorts import held_out_mask
+from cxr_keras.data.mixup import mix_batches
 from cxr_keras.data.pipeline import dataset_for_split
 from cxr_keras.data.splits import SplitError, apply_saved_splits, save_splits, split_holding_out, split_table
 from cxr_keras.data.table import ImageTable, write_dropped
@@ -140,14 +141,15 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
     steps = train.steps_per_epoch or int(np.ceil(len(table.split("train")) / data.batch_size))
     if train.steps_per_epoch:
         train_ds = train_ds.repeat()
+    weighting = _weighting(config, table)
+    fit_ds, class_weight = _mixed(train_ds, train, weighting.get("class_weight"))
     if train.strategy == "multiworker":  # the memory cache is one tensor, not files: shard the batches' elements
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+        train_ds, fit_ds, val_ds = (ds.with_options(options) for ds in (train_ds, fit_ds, val_ds))
 
     pretrained = is_pretrained(config.model.weights)
     stages = plan_stages(train.stages, pretrained)
-    weighting = _weighting(config, table)
     strategy = make_strategy(train.strategy)
     state = _read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
     with strategy.scope():
@@ -176,10 +178,10 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
         if train.strategy == "multiworker":
             from cxr_keras.multiworker import fix_fit
 
-            fix_fit(model, train_ds)
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=max(epoch_start, state["epoch"]),
+            fix_fit(model, fit_ds)
+        model.fit(fit_ds, validation_data=val_ds, initial_epoch=max(epoch_start, state["epoch"]),
                   epochs=epoch_end, steps_per_epoch=steps if train.steps_per_epoch else None,
-                  class_weight=weighting.get("class_weight"), callbacks=callbacks, shuffle=False,
+                  class_weight=class_weight, callbacks=callbacks, shuffle=False,
                   verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
         state = _read_state(run_dir)
         if state.get("stopped_early"):
@@ -191,6 +193,15 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
     _say(quiet, f"\nRun finished: {run_dir}\n  best {train.monitor} {state['best']:.4f} at epoch "
                 f"{state['best_epoch']} -> {os.path.join(run_dir, 'best.keras')}")
     return run_dir
+
+
+def _mixed(train_ds: tf.data.Dataset, train, class_weight: dict | None) -> tuple[tf.data.Dataset, dict | None]:
+    """The batches `fit` trains on and the class_weight it is given: with `train.mixup`, mixed batches that
+    carry their class weights as sample weights (data/mixup.py). BatchNorm recalibration and the pixel
+    statistics keep the unmixed batches: inference sees unmixed images."""
+    if not train.mixup:
+        return train_ds, class_weight
+    return mix_batches(train_ds, train.mixup, train.seed, class_weight), None
 
 
 def _say(quiet: bool, message: str) -> None:

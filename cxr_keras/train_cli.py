@@ -53,6 +53,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--unfreeze", help="stage 2 trainable layers: all | top:N | fraction:F | from:LAYER")
     train.add_argument("--balance", choices=["auto", "none", "class_weight", "pos_weight"])
     train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--mixup", type=float, metavar="ALPHA",
+                       help="blend pairs of training images and their targets, weight ~ Beta(ALPHA, ALPHA) (e.g. "
+                            "0.2; 0: off); class weights follow the mix")
     train.add_argument("--ema", dest="ema_momentum", type=float, metavar="MOMENTUM",
                        help="average the weights (Adam's EMA, e.g. 0.99): validation, checkpoints and the final "
                        "model use the average")
@@ -78,8 +81,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 DATA_KEYS = ("data_dir", *SOURCE_KEYS, "image_size", "batch_size", "augment", "cache_budget_gb", "split_seed",
              "split_fold", "resplit", "cohort_pattern", "cohort_column", "hold_out_cohorts")
 MODEL_KEYS = ("backbone", "weights", "dropout", "init_from")
-TRAIN_KEYS = ("balance", "label_smoothing", "ema_momentum", "steps_per_epoch", "seed", "strategy", "mixed_precision",
-              "jit")
+TRAIN_KEYS = ("balance", "label_smoothing", "mixup", "ema_momentum", "steps_per_epoch", "seed", "strategy",
+              "mixed_precision", "jit")
 
 
 def config_from_args(args: argparse.Namespace, default: ExperimentConfig) -> ExperimentConfig:

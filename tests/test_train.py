@@ -316,3 +316,21 @@ def test_ema_validates_and_saves_the_averaged_weights(blobs, tmp_path):
     p = model.predict(make_dataset(val.paths, val.targets(), (32, 32), 16), verbose=0).ravel()
     assert max(float(r["val_auc"]) for r in history(run_dir)) == pytest.approx(
         roc_auc_score(val.targets().ravel(), p), abs=2e-3)
+
+
+def test_a_run_with_mixup_trains_on_mixed_weighted_batches(blobs, tmp_path, monkeypatch):
+    """fit gets the mixed batches with their weights and no class_weight; the run completes and says so."""
+    seen = {}
+    real_fit = keras.Model.fit
+
+    def fit(self, x=None, *args, **kwargs):
+        seen["element"] = x.element_spec
+        seen["class_weight"] = kwargs.get("class_weight")
+        return real_fit(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    cfg = config(blobs, tmp_path, stages=[StageConfig(epochs=2, trainable="all")], mixup=0.4)
+    run_dir = run_experiment(cfg, quiet=True)
+    assert len(seen["element"]) == 3 and seen["class_weight"] is None
+    assert json.load(open(os.path.join(run_dir, "config.json")))["train"]["mixup"] == 0.4
+    assert len(history(run_dir)) == 2 and load_model(os.path.join(run_dir, "best.keras"))[0] is not None

@@ -52,6 +52,7 @@ BASE = ["--backbone", "baseline", "--weights", "none", "--image-size", "32", "--
     (["--epochs", "0"], "--epochs: every stage needs at least 1 epoch"),
     (["--dropout", "2"], "--dropout must be in [0, 1)"),
     (["--label-smoothing", "5"], "--label-smoothing must be in [0, 1)"),
+    (["--mixup", "-0.2"], "--mixup must be an alpha in [0, 10]"),
     (["--max-pixels", "0"], "--max-pixels must be at least 1"),
     (["--time-budget", "-1"], "--time-budget must be above 0"),
     (["--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1"),
