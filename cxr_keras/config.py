@@ -67,6 +67,7 @@ class ModelConfig:
     bottleneck: int = 0
     head_batchnorm: bool = False
     bn_momentum: float | None = None
+    clahe: float = 0.0  # CLAHE clip limit inside the model (8 x 8 tiles); 0: off
     init_from: str = ""  # a .keras model of an earlier run whose weights start this one (e.g. at a smaller size)
 
 
@@ -171,6 +172,8 @@ class ExperimentConfig:
                                   f"{stage.name or stage.trainable!r}")
             _check_trainable(stage.trainable)
         _check_ranges(self)
+        if self.model.clahe and data.image_size < 8:
+            raise ConfigError(f"--clahe works on 8 x 8 tiles: --image-size must be at least 8, got {data.image_size}")
         if data.cache not in (None, "auto", "memory", "disk", "none"):
             if os.sep not in data.cache:
                 raise ConfigError(f"--cache {data.cache!r} is not auto, memory, disk or none; for tf.data's file "
@@ -194,6 +197,7 @@ def _check_ranges(config: ExperimentConfig) -> None:
     checks = [
         ("--dropout", config.model.dropout, 0 <= config.model.dropout < 1, "in [0, 1)"),
         ("--label-smoothing", train.label_smoothing, 0 <= train.label_smoothing < 1, "in [0, 1)"),
+        ("--clahe", config.model.clahe, 0 <= config.model.clahe <= 1000, "a clip limit in [0, 1000] (e.g. 2; 0: off)"),
         ("--mixup", train.mixup, 0 <= train.mixup <= 10, "an alpha in [0, 10] (e.g. 0.2; 0: off)"),
         ("--max-pixels", data.max_pixels, data.max_pixels >= 1, "at least 1"),
         ("--time-budget", train.time_budget_s, train.time_budget_s is None or train.time_budget_s > 0,

@@ -37,6 +37,7 @@ from cxr_keras.data.splits import SplitError, apply_saved_splits, save_splits, s
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate.plots import plot_history
 from cxr_keras.io_utils import atomic_writer
+from cxr_keras.models.clahe import CLAHE
 from cxr_keras.models.factory import build_model, check_request, loss_for, metrics_for
 from cxr_keras.models.finetune import (
     BatchNormRecalibration,
@@ -337,10 +338,13 @@ def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Datase
     m = config.model
     targets = table.split("train").targets()
     bias = initial_bias(targets, table.task, _positive_weight(weighting, table.task, targets.shape[1]))
-    stats = None if is_pretrained(m.weights) else pixel_statistics(train_ds)
+    stats = None
+    if not is_pretrained(m.weights):  # the pixels the backbone sees: after CLAHE when the model applies it
+        stats = pixel_statistics(train_ds, CLAHE(m.clahe) if m.clahe else None)
     model = build_model(m.backbone, table.task, table.classes, config.data.image_size, m.weights,
                         dropout=m.dropout, bottleneck=m.bottleneck, head_batchnorm=m.head_batchnorm,
-                        output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum, pretrained=application)
+                        output_bias=bias, pixel_stats=stats, bn_momentum=m.bn_momentum, pretrained=application,
+                        clahe=m.clahe)
     if m.init_from:
         _say(quiet, f"Starting from {init_from_model(model, m.init_from, table.classes)}")
     return model
@@ -355,11 +359,12 @@ def _positive_weight(weighting: dict, task: str, n_outputs: int) -> np.ndarray |
     return None
 
 
-def pixel_statistics(dataset: tf.data.Dataset, batches: int = 20) -> tuple[float, float]:
-    """Mean and standard deviation of the pixels in the first `batches` batches (for from-scratch inputs)."""
+def pixel_statistics(dataset: tf.data.Dataset, transform=None, batches: int = 20) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels in the first `batches` batches (for from-scratch inputs),
+    after `transform` (a layer the model applies first) when given."""
     total = total_sq = count = 0.0
-    for images, _ in dataset.take(batches):
-        x = np.asarray(images, dtype=np.float64)
+    for images, *_ in dataset.take(batches):
+        x = np.asarray(transform(images) if transform is not None else images, dtype=np.float64)
         total, total_sq, count = total + x.sum(), total_sq + np.square(x).sum(), count + x.size
     mean = total / count
     return float(mean), float(max(np.sqrt(total_sq / count - mean**2), 1.0))
@@ -383,7 +388,8 @@ def _metadata(config: ExperimentConfig, table: ImageTable, weighting: dict) -> d
         "positive_class": table.classes[table.positive_index] if table.task == "binary" else None,
         "input": {"shape": [config.data.image_size, config.data.image_size, 1], "dtype": "float32",
                   "range": [0, 255], "resize": config.data.resize,
-                  "preprocessing": "inside the model (gray to RGB, backbone normalisation)"},
+                  "preprocessing": "inside the model (" + ("CLAHE, " if config.model.clahe else "")
+                  + "gray to RGB, backbone normalisation)"},
         "backbone": config.model.backbone, "weights": config.model.weights, "threshold": 0.5,
         "threshold_rule": "default 0.5; choose an operating point on validation with cxr evaluate",
         "monitor": config.train.monitor, "versions": versions(),

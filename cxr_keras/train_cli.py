@@ -42,6 +42,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--backbone", choices=list(BACKBONES))
     model.add_argument("--weights", help="imagenet | none | auto | PATH to a .h5 / .weights.h5 file")
     model.add_argument("--dropout", type=float)
+    model.add_argument("--clahe", type=float, metavar="CLIP",
+                       help="equalise contrast per tile (CLAHE, 8 x 8 tiles, clip limit CLIP, e.g. 2; 0: off) "
+                            "inside the model, so exported models do it too")
     model.add_argument("--init-from", metavar="MODEL",
                        help="start from the weights of an earlier run's .keras model with the same backbone: one "
                             "trained at a smaller --image-size (progressive resizing), or on other classes "
@@ -80,7 +83,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 DATA_KEYS = ("data_dir", *SOURCE_KEYS, "image_size", "batch_size", "augment", "cache_budget_gb", "split_seed",
              "split_fold", "resplit", "cohort_pattern", "cohort_column", "hold_out_cohorts")
-MODEL_KEYS = ("backbone", "weights", "dropout", "init_from")
+MODEL_KEYS = ("backbone", "weights", "dropout", "clahe", "init_from")
 TRAIN_KEYS = ("balance", "label_smoothing", "mixup", "ema_momentum", "steps_per_epoch", "seed", "strategy",
               "mixed_precision", "jit")
 

@@ -53,6 +53,8 @@ BASE = ["--backbone", "baseline", "--weights", "none", "--image-size", "32", "--
     (["--dropout", "2"], "--dropout must be in [0, 1)"),
     (["--label-smoothing", "5"], "--label-smoothing must be in [0, 1)"),
     (["--mixup", "-0.2"], "--mixup must be an alpha in [0, 10]"),
+    (["--clahe", "-1"], "--clahe must be a clip limit in [0, 1000]"),
+    (["--clahe", "2", "--image-size", "4"], "--image-size must be at least 8"),
     (["--max-pixels", "0"], "--max-pixels must be at least 1"),
     (["--time-budget", "-1"], "--time-budget must be above 0"),
     (["--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1"),

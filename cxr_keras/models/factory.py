@@ -1,6 +1,7 @@
 """The model factory: raw grayscale pixels in, a flat Keras graph out.
 
     image (H, W, 1) float 0..255
+      -> [cxr_clahe] (contrast-limited adaptive histogram equalisation, models/clahe.py)
       -> cxr_gray_to_rgb (3 channels) -> cxr_preprocess (the backbone's ImageNet convention, or the training
          data's mean/std when training from scratch)
       -> backbone layers, directly in the graph (not a nested sub-model: Grad-CAM reaches the last conv)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from cxr_keras.models.clahe import CLAHE
 from cxr_keras.models.efficientnet_lite import MEAN as LITE_MEAN
 from cxr_keras.models.efficientnet_lite import STD as LITE_STD
 from cxr_keras.models.registry import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD, Backbone, get_backbone
@@ -37,6 +39,7 @@ def build_model(
     pixel_stats: tuple[float, float] | None = None,
     bn_momentum: float | None = None,
     pretrained: keras.Model | None = None,
+    clahe: float = 0.0,
 ) -> keras.Model:
     """A classifier for `task` over `classes` on `backbone`, taking (H, W, 1) pixels in 0..255.
 
@@ -46,6 +49,7 @@ def build_model(
     random (default 127.5, 127.5: pixels to -1..1). `bn_momentum`: BatchNormalization momentum of the backbone;
     default: the application's own with pretrained weights, 0.9 from scratch (see docs/training.md).
     `pretrained`: the application `weights.resolve_weights` already loaded, so it is not built a second time.
+    `clahe`: CLAHE's clip limit (OpenCV's clipLimit, 8 x 8 tiles) applied to the pixels first; 0: none.
     """
     entry = check_request(backbone, image_size)
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -53,7 +57,8 @@ def build_model(
     source = pretrained if pretrained is not None else pretrained_application(entry, weights, (height, width, 3))
 
     inputs = keras.Input(shape=(height, width, 1), name="image")
-    x = keras.layers.Concatenate(name="cxr_gray_to_rgb")([inputs, inputs, inputs])
+    x = CLAHE(clahe, name="cxr_clahe")(inputs) if clahe else inputs
+    x = keras.layers.Concatenate(name="cxr_gray_to_rgb")([x, x, x])
     x = _preprocessing(entry, pretrained=source is not None, pixel_stats=pixel_stats)(x)
     features = entry.constructor(include_top=False, weights=None, input_tensor=x).output
     outputs = _head(features, task, n_outputs, dropout, bottleneck, head_batchnorm, output_bias)
