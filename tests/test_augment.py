@@ -51,9 +51,8 @@ def test_layer_config_round_trip_and_inference_passthrough():
 
 
 def test_presets():
-    assert augmenter("none") == (None, None)
-    fused, cutout = augmenter("strong", seed=1)
-    assert fused is not None and cutout is not None
+    assert augmenter("none") is None
+    assert augmenter("strong", seed=1).params["cutout"] == 0.15
     assert not any(p.get("flip") for p in PRESETS.values())
     with pytest.raises(ValueError, match="preset must be one of"):
         augmenter("extreme")
@@ -124,3 +123,25 @@ def test_acquisition_degradations_hit_about_half_the_images_each_a_stress_shift(
     for o in [o for o, same in zip(out, untouched) if not same][:4]:
         errors = [np.abs(SHIFTS[name](image, s).astype(int) - o).max() for s in strengths]
         assert min(errors) <= 1  # some strength within the range reproduces it
+
+
+def test_cutout_blacks_out_one_rectangle_per_image_drawn_from_the_seed():
+    x = tf.fill([6, 40, 50, 1], 255.0)
+    layer = ChestXrayAugment(cutout=0.3)
+
+    def holes(seed):
+        out = layer(x, seed=tf.constant(seed)).numpy()[..., 0]
+        boxes = []
+        for image in out:
+            rows, cols = np.nonzero(image == 0)
+            assert len(rows), "every image gets a rectangle"
+            box = (rows.min(), rows.max(), cols.min(), cols.max())
+            assert (image[box[0] : box[1] + 1, box[2] : box[3] + 1] == 0).all()  # one solid rectangle
+            assert (image == 0).sum() + (image == 255).sum() == image.size
+            boxes.append(box)
+        return boxes
+
+    first = holes([1, 2])
+    assert holes([1, 2]) == first and holes([1, 3]) != first
+    for top, bottom, left, right in first:  # inside the image: at most 30% of each side
+        assert bottom - top + 1 <= 0.3 * 40 + 1 and right - left + 1 <= 0.3 * 50 + 1

@@ -47,24 +47,25 @@ class ChestXrayAugment(keras.layers.Layer):
     rotation and shear in degrees; zoom and shift as fractions of the image size; brightness as a fraction of
     255; contrast and gamma as the half-width of the random factor's range around 1; noise as the standard
     deviation in pixel values; blur, resolution and jpeg as the highest strength (0..1) of data/shifts.py's
-    shift of that name, applied to a random half of the images at a uniform strength. `call(images, seed=...)`
+    shift of that name, applied to a random half of the images at a uniform strength; cutout as the largest
+    side of one `fill_value` rectangle per image, as a fraction of the image's side. `call(images, seed=...)`
     takes a (2,) int seed for stateless draws. Meant for tf.data (it calls OpenCV through `tf.numpy_function`),
     not for inside a saved model.
     """
 
     def __init__(self, rotation=0.0, zoom=0.0, shift=0.0, shear=0.0, flip=False, brightness=0.0,
-                 contrast=0.0, gamma=0.0, noise=0.0, fill_value=0.0, blur=0.0, resolution=0.0, jpeg=0.0, seed=None,
-                 **kwargs):
+                 contrast=0.0, gamma=0.0, noise=0.0, fill_value=0.0, blur=0.0, resolution=0.0, jpeg=0.0,
+                 cutout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.params = dict(rotation=rotation, zoom=zoom, shift=shift, shear=shear, flip=flip,
                            brightness=brightness, contrast=contrast, gamma=gamma, noise=noise, fill_value=fill_value,
-                           blur=blur, resolution=resolution, jpeg=jpeg)
+                           blur=blur, resolution=resolution, jpeg=jpeg, cutout=cutout)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, seed=None, training=True):
         p = self.params
-        if not training or not any(p[k] for k in (*GEOMETRY, *TONE, *DEGRADE, "noise")):
+        if not training or not any(p[k] for k in (*GEOMETRY, *TONE, *DEGRADE, "noise", "cutout")):
             return tf.cast(images, tf.float32)
         seed = self.seed_generator.next() if seed is None else seed
         geometry_seed, intensity_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -81,7 +82,7 @@ class ChestXrayAugment(keras.layers.Layer):
             strengths = tf.constant([float(p[k]) for k in DEGRADE])
             degraded = tf.numpy_function(_degrade, [images, draws, strengths], tf.uint8, stateful=False)
             images = tf.ensure_shape(degraded, images.shape)
-        return self._noise(tf.cast(images, tf.float32), intensity_seed)
+        return self._cutout(self._noise(tf.cast(images, tf.float32), intensity_seed), geometry_seed)
 
     def _uniform(self, seed, batch, half_width, index):
         seed = tf.random.experimental.stateless_fold_in(seed, index)
@@ -128,6 +129,27 @@ class ChestXrayAugment(keras.layers.Layer):
         noise = tf.random.stateless_normal(tf.shape(images), tf.random.experimental.stateless_fold_in(seed, 13),
                                            stddev=self.params["noise"])
         return tf.clip_by_value(images + noise, 0.0, 255.0)
+
+    def _cutout(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """One rectangle per image set to `fill_value`, each side 5%..cutout of the image's, centred anywhere
+        (keras-cv's RandomCutout, drawn here from the batch's stateless seed: keras-cv's own draws restart with
+        every epoch's tf.data iterator, repeating each batch position's rectangle every epoch)."""
+        factor = self.params["cutout"]
+        if not factor:
+            return images
+        shape = tf.shape(images)
+        draws = tf.random.stateless_uniform([shape[0], 4], tf.random.experimental.stateless_fold_in(seed, 14))
+        low = min(0.05, factor)
+
+        def inside(length, size_draw, centre_draw):
+            length = tf.cast(length, tf.float32)
+            half = (low + (factor - low) * size_draw[:, None]) * length / 2
+            centre = centre_draw[:, None] * length
+            return tf.abs(tf.range(length)[None, :] + 0.5 - centre) <= half
+
+        rows, cols = inside(shape[1], draws[:, 0], draws[:, 2]), inside(shape[2], draws[:, 1], draws[:, 3])
+        hole = (rows[:, :, None] & cols[:, None, :])[..., None]
+        return tf.where(hole, tf.cast(self.params["fill_value"], images.dtype), images)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -179,23 +201,8 @@ def _degrade(images: np.ndarray, draws: np.ndarray, strengths: np.ndarray) -> np
     return out
 
 
-def cutout_layer(factor: float, seed: int | None = None) -> keras.layers.Layer:
-    """keras-cv's RandomCutout: one black rectangle per image, up to `factor` of each side.
-
-    It makes a model look beyond a single region (e.g. a burned-in marker); used by the `strong` preset.
-    """
-    import keras_cv
-
-    return keras_cv.layers.RandomCutout(
-        height_factor=(0.05, factor), width_factor=(0.05, factor), fill_mode="constant", fill_value=0.0, seed=seed
-    )
-
-
-def augmenter(preset: str, seed: int | None = None) -> tuple[ChestXrayAugment | None, keras.layers.Layer | None]:
-    """The preset's fused warp/intensity layer and, for `strong`, the keras-cv cutout layer (else None)."""
+def augmenter(preset: str, seed: int | None = None) -> ChestXrayAugment | None:
+    """The preset's augmentation layer (None for `none`)."""
     if preset not in PRESETS:
         raise ValueError(f"augmentation preset must be one of {list(PRESETS)}, got {preset!r}")
-    params = dict(PRESETS[preset])
-    cutout = params.pop("cutout", 0.0)
-    fused = ChestXrayAugment(**params, seed=seed) if params else None
-    return fused, (cutout_layer(cutout, seed) if cutout else None)
+    return ChestXrayAugment(**PRESETS[preset], seed=seed) if PRESETS[preset] else None

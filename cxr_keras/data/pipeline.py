@@ -141,15 +141,13 @@ def _gather_from(images, targets: tf.Tensor):
 
 def _augment(ds: tf.data.Dataset, preset: str, seed: int) -> tf.data.Dataset:
     """Apply a preset on batches with one stateless seed per batch (a new stream every epoch)."""
-    fused, cutout = augmenter(preset, seed)
-    if fused is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda batch, s: (fused(batch[0], seed=s), batch[1]), num_parallel_calls=AUTOTUNE, deterministic=True
-        )
-    if cutout is not None:  # keras-cv draws from its own seed state: one batch at a time keeps it ordered
-        ds = ds.map(lambda x, y: (cutout(x, training=True), y))
-    return ds
+    layer = augmenter(preset, seed)
+    if layer is None:
+        return ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(ds, seeds).map(
+        lambda batch, s: (layer(batch[0], seed=s), batch[1]), num_parallel_calls=AUTOTUNE, deterministic=True
+    )
 
 
 def dataset_for_split(table: ImageTable, split: str, image_size: tuple[int, int], batch_size: int = 32,
