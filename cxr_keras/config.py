@@ -17,6 +17,8 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names it."""
 
 
+MIXUP_ALPHAS = (0.05, 10.0)  # the alphas data/mixup.py draws Beta(alpha, alpha) well for
+
 @dataclasses.dataclass
 class DataConfig:
     """Where the images are, how to read and split them, and how the pipeline feeds them."""
@@ -198,7 +200,8 @@ def _check_ranges(config: ExperimentConfig) -> None:
         ("--dropout", config.model.dropout, 0 <= config.model.dropout < 1, "in [0, 1)"),
         ("--label-smoothing", train.label_smoothing, 0 <= train.label_smoothing < 1, "in [0, 1)"),
         ("--clahe", config.model.clahe, 0 <= config.model.clahe <= 1000, "a clip limit in [0, 1000] (e.g. 2; 0: off)"),
-        ("--mixup", train.mixup, 0 <= train.mixup <= 10, "an alpha in [0, 10] (e.g. 0.2; 0: off)"),
+        ("--mixup", train.mixup, train.mixup == 0 or MIXUP_ALPHAS[0] <= train.mixup <= MIXUP_ALPHAS[1],
+         f"0 (off) or an alpha in [{MIXUP_ALPHAS[0]:g}, {MIXUP_ALPHAS[1]:g}] (e.g. 0.2)"),
         ("--max-pixels", data.max_pixels, data.max_pixels >= 1, "at least 1"),
         ("--time-budget", train.time_budget_s, train.time_budget_s is None or train.time_budget_s > 0,
          "above 0 seconds"),

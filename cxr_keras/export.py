@@ -48,9 +48,11 @@ def export_savedmodel(model, path: str) -> str:
     return path
 
 
-def convert_tflite(savedmodel: str, kind: str, calibration: np.ndarray | None = None, int8_io: str = "float") -> bytes:
+def convert_tflite(savedmodel: str, kind: str, calibration: np.ndarray | None = None, int8_io: str = "float",
+                   clahe: bool = False) -> bytes:
     """TFLite flatbuffer of one kind: fp32, fp16, dynamic, int8 (full integer, calibrated on `calibration`) or
-    int8-mixed (int8 calibrated the same way, with the FLOAT_OPS kept in float)."""
+    int8-mixed (int8 calibrated the same way, with the FLOAT_OPS and, for a model with one (`clahe`), the CLAHE
+    layer kept in float)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(savedmodel)
     if kind == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -65,7 +67,7 @@ def convert_tflite(savedmodel: str, kind: str, calibration: np.ndarray | None = 
         if int8_io != "float":
             converter.inference_input_type = converter.inference_output_type = getattr(tf, int8_io)
     if kind == "int8-mixed":
-        return _selectively_quantized(converter, calibration)
+        return _selectively_quantized(converter, calibration, _clahe_nodes(savedmodel) if clahe else [])
     try:
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and friends with the op names in the text
@@ -74,13 +76,22 @@ def convert_tflite(savedmodel: str, kind: str, calibration: np.ndarray | None = 
                           f"{str(exc).strip().splitlines()[0]}") from None
 
 
-def _selectively_quantized(converter, calibration: np.ndarray) -> bytes:
-    """int8 with FLOAT_OPS left in float, through TFLite's QuantizationDebugger (the documented way to exclude
-    ops from quantization; the converter itself has no such option)."""
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+def _selectively_quantized(converter, calibration: np.ndarray, nodes: list[str]) -> bytes:
+    """int8 with FLOAT_OPS and `nodes` left in float, through TFLite's QuantizationDebugger (the documented way
+    to exclude ops from quantization; the converter itself has no such option)."""
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS), denylisted_nodes=nodes)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
     return debugger.get_nondebug_quantized_model()
+
+
+def _clahe_nodes(savedmodel: str) -> list[str]:
+    """The TFLite tensors of the model's CLAHE layer: quantised, its grey levels and per-pixel interpolation
+    weights come out some levels off (docs/export.md); in float it is exact."""
+    float_model = tf.lite.TFLiteConverter.from_saved_model(savedmodel).convert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [t["name"] for t in Interpreter(model_content=float_model).get_tensor_details() if "cxr_clahe" in t["name"]]
 
 
 def calibration_images(paths: list[str], size: tuple[int, int], count: int) -> np.ndarray:
@@ -165,7 +176,8 @@ def _write_artifacts(model, metadata, out: str, formats: list[str], calibration,
         if fmt.startswith("tflite-"):
             kind = fmt.removeprefix("tflite-")
             name = f"model_{kind.replace('-', '_')}.tflite"
-            flatbuffer = convert_tflite(savedmodel, kind, calibration, int8_io)
+            flatbuffer = convert_tflite(savedmodel, kind, calibration, int8_io,
+                                        clahe=any(layer.name == "cxr_clahe" for layer in model.layers))
             with atomic_writer(os.path.join(out, name), "wb") as f:
                 f.write(flatbuffer)
             artifacts[fmt] = name
@@ -190,7 +202,7 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
         "task": meta.get("task"), "classes": meta.get("classes"), "positive_class": meta.get("positive_class"),
         "input": {"name": "image", "shape": [1, *model.input_shape[1:]], "dtype": "float32", "range": [0, 255],
                   "layout": "NHWC, single-channel grayscale", "resize": meta.get("input", {}).get("resize", "stretch"),
-                  "preprocessing": _preprocessing(meta)},
+                  "preprocessing": _preprocessing(meta, model)},
         "output": {"activation": "softmax" if meta.get("task") == "multiclass" else "sigmoid",
                    "meaning": "probability per output (binary: of the positive class)"
                               + (f", {meta['calibration']['method']}-calibrated inside the model on "
@@ -210,10 +222,13 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
     }
 
 
-def _preprocessing(meta: dict) -> str:
+def _preprocessing(meta: dict, model) -> str:
     foreign = meta.get("foreign")
     if not foreign:
-        return "inside the model (gray to RGB, the backbone's normalisation)"
+        clahe = [layer for layer in model.layers if layer.name == "cxr_clahe"]
+        equalise = (f"CLAHE with clip limit {clahe[0].clip_limit:g} on {clahe[0].tiles[0]} x {clahe[0].tiles[1]} "
+                    "tiles, " if clahe else "")
+        return f"inside the model ({equalise}gray to RGB, the backbone's normalisation): feed raw pixels"
     steps = (["gray to RGB"] if foreign["input_channels"] == 3 else []) + (
         [f"'{foreign['preprocess']}' preprocessing"] if foreign["preprocess"] != "none" else [])
     return f"inside the exported graph ({', '.join(steps) or 'none'}), then the foreign model" + (

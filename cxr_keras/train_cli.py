@@ -57,8 +57,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--balance", choices=["auto", "none", "class_weight", "pos_weight"])
     train.add_argument("--label-smoothing", type=float)
     train.add_argument("--mixup", type=float, metavar="ALPHA",
-                       help="blend pairs of training images and their targets, weight ~ Beta(ALPHA, ALPHA) (e.g. "
-                            "0.2; 0: off); class weights follow the mix")
+                       help="blend pairs of training images and their targets, weight ~ Beta(ALPHA, ALPHA) (ALPHA "
+                            "0.05-10, e.g. 0.2; 0: off); class weights follow the mix")
     train.add_argument("--ema", dest="ema_momentum", type=float, metavar="MOMENTUM",
                        help="average the weights (Adam's EMA, e.g. 0.99): validation, checkpoints and the final "
                        "model use the average")

@@ -58,7 +58,7 @@ def test_without_class_weights_the_batches_keep_two_parts():
     assert len(element) == 2 and element[1].shape == (4, 1)
 
 
-@pytest.mark.parametrize("alpha", [0.2, 1.0])
+@pytest.mark.parametrize("alpha", [0.05, 0.2, 1.0])
 def test_the_mixing_weights_follow_beta_alpha_alpha(alpha):
     lam = mixing_weights(40000, alpha, tf.constant([0, 1])).numpy()
     assert lam.min() >= 0 and lam.max() <= 1

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from cxr_keras.config import MIXUP_ALPHAS
+
 
 def mix_batches(ds: tf.data.Dataset, alpha: float, seed: int = 0,
                 class_weight: dict[int, float] | None = None) -> tf.data.Dataset:
@@ -24,8 +26,8 @@ def mix_batches(ds: tf.data.Dataset, alpha: float, seed: int = 0,
 
     Binary targets are (B, 1) sigmoid targets; multi-class and multi-label ones (B, K).
     """
-    if not alpha > 0:
-        raise ValueError(f"mixup alpha must be above 0, got {alpha}")
+    if not MIXUP_ALPHAS[0] <= alpha <= MIXUP_ALPHAS[1]:
+        raise ValueError(f"mixup alpha must be in {list(MIXUP_ALPHAS)}, got {alpha}")
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip(ds, seeds).map(lambda batch, s: mix(*batch, alpha, s))
     if class_weight is None:
@@ -47,11 +49,15 @@ def mix(images: tf.Tensor, targets: tf.Tensor, alpha: float, seed: tf.Tensor) ->
 
 def mixing_weights(n: int | tf.Tensor, alpha: float, seed: tf.Tensor) -> tf.Tensor:
     """`n` draws of Beta(alpha, alpha), as a / (a + b) of two Gamma(alpha) draws (TensorFlow has no stateless
-    Beta)."""
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    Beta). Both draws underflow to 0 now and then for small alphas; such a draw goes to 0 or 1 with equal odds,
+    as Beta(alpha, alpha) puts nearly all its mass there. Below alpha 0.05 TensorFlow's small-alpha Gamma draws
+    no longer give Beta's spread (checked), hence the lower bound of config.MIXUP_ALPHAS."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
     a = tf.random.stateless_gamma([n], seeds[0], alpha=alpha)
     b = tf.random.stateless_gamma([n], seeds[1], alpha=alpha)
-    return a / tf.maximum(a + b, 1e-30)
+    coin = tf.cast(tf.random.stateless_uniform([n], seeds[2]) < 0.5, tf.float32)
+    total = a + b
+    return tf.where(total > 0, a / tf.where(total > 0, total, 1.0), coin)
 
 
 def _blend(values: tf.Tensor, lam: tf.Tensor, partner: tf.Tensor) -> tf.Tensor:

@@ -41,6 +41,7 @@ class CLAHE(keras.layers.Layer):
         # or column even where that side was divisible
         self._pad = (0, 0) if divisible else (rows - height % rows, cols - width % cols)
         self._tile = ((height + self._pad[0]) // rows, (width + self._pad[1]) // cols)
+        self._rows, self._cols = _reflect_101(height, self._pad[0]), _reflect_101(width, self._pad[1])
         self._corners = _interpolation(height, width, self._tile, self.tiles)
 
     def call(self, images):
@@ -65,7 +66,7 @@ class CLAHE(keras.layers.Layer):
         rows, cols = self.tiles
         (th, tw), (ph, pw) = self._tile, self._pad
         if ph or pw:
-            levels = tf.pad(levels, [[0, 0], [0, ph], [0, pw]], mode="REFLECT")  # OpenCV's BORDER_REFLECT_101
+            levels = tf.gather(tf.gather(levels, self._rows, axis=1), self._cols, axis=2)
         batch = tf.shape(levels)[0]
         tiles = tf.reshape(tf.transpose(tf.reshape(levels, [batch, rows, th, cols, tw]), [0, 1, 3, 2, 4]),
                            [batch, rows * cols, th * tw])
@@ -85,6 +86,14 @@ class CLAHE(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "clip_limit": self.clip_limit, "tiles": list(self.tiles)}
+
+
+def _reflect_101(size: int, pad: int) -> np.ndarray:
+    """Indices of a side of `size` pixels extended by `pad` as OpenCV's BORDER_REFLECT_101 does (... 2 1 | 0 1 2
+    ... n-1 | n-2 ...), reflecting again when the pad is longer than the side (tf.pad's REFLECT refuses that)."""
+    period = max(2 * size - 2, 1)
+    index = np.arange(size + pad) % period
+    return np.where(index < size, index, period - index).astype(np.int32)
 
 
 def _residual(residual: tf.Tensor) -> tf.Tensor:

@@ -51,10 +51,7 @@ def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | Non
     """A model saved by `save_model` (or any .keras file) and its metadata (None when there is none)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist")
-    import cxr_keras.models.calibration  # noqa: F401  (registers the Calibration layer for deserialisation)
-    import cxr_keras.models.clahe  # noqa: F401  (registers the CLAHE layer)
-    import cxr_keras.models.losses  # noqa: F401  (registers WeightedBinaryCrossentropy for deserialisation)
-    import cxr_keras.models.tta  # noqa: F401  (registers TTAViews)
+    import cxr_keras.models  # noqa: F401  (registers the toolkit's layers and loss for deserialisation)
 
     try:
         model = keras.models.load_model(path, compile=compile)
