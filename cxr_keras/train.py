@@ -46,7 +46,7 @@ from cxr_keras.models.finetune import (
     plan_stages,
     set_trainable,
 )
-from cxr_keras.models.saving import load_model, save_model
+from cxr_keras.models.saving import load_model, save_model, saved_state
 from cxr_keras.models.weights import init_from_model, is_pretrained, resolve_weights
 from cxr_keras.runtime import is_chief, make_strategy, precision, seed_everything, versions
 
@@ -79,7 +79,7 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             config, run_dir = _config_for_resume(resume, config), resume
             table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
             hold.enter_context(_only_process(run_dir))
-            _repair_after_kill(run_dir, _read_state(run_dir)["epoch"])
+            _repair_after_kill(run_dir, _resume_state(run_dir)["epoch"])
         else:  # everything that can be checked is checked before the run folder is made
             config.check()
             config = dataclasses.replace(config, model=dataclasses.replace(config.model))
@@ -483,14 +483,27 @@ class RunCheckpoints(keras.callbacks.Callback):
             self.state.update(best=float(value), best_epoch=epoch + 1)
             save_model(self.model, os.path.join(self.run_dir, "best.keras"),
                        {**self.metadata, "epoch": epoch + 1, self.monitor: float(value)})
-        save_model(self.model, os.path.join(self.run_dir, "last.keras"))
         self.state.update(epoch=epoch + 1, stopped_early=False)
+        # the state inside last.keras too: a kill between the two writes leaves last.keras an epoch ahead of
+        # state.json, and resuming must follow the weights (`_resume_state`)
+        save_model(self.model, os.path.join(self.run_dir, "last.keras"), state=self.state)
         _write_state(self.run_dir, self.state)
 
     def on_train_end(self, logs=None):
         if self.model.stop_training:
             self.state["stopped_early"] = True
             _write_state(self.run_dir, self.state)
+
+
+def _resume_state(run_dir: str) -> dict:
+    """Where a resume continues: state.json, or the newer state saved inside last.keras when a kill came after
+    that checkpoint was written and before state.json was (then state.json is brought up to date)."""
+    state = _read_state(run_dir)
+    inside = saved_state(os.path.join(run_dir, "last.keras"))
+    if inside and inside.get("epoch", 0) > state["epoch"]:
+        state = {**state, **inside}
+        _write_state(run_dir, state)
+    return state
 
 
 def _read_state(run_dir: str) -> dict:

@@ -334,3 +334,31 @@ def test_a_run_with_mixup_trains_on_mixed_weighted_batches(blobs, tmp_path, monk
     assert len(seen["element"]) == 3 and seen["class_weight"] is None
     assert json.load(open(os.path.join(run_dir, "config.json")))["train"]["mixup"] == 0.4
     assert len(history(run_dir)) == 2 and load_model(os.path.join(run_dir, "best.keras"))[0] is not None
+
+
+def test_a_kill_between_the_checkpoint_and_state_json_resumes_after_the_checkpointed_epoch(blobs, tmp_path,
+                                                                                            monkeypatch):
+    """last.keras is written before state.json; killed in between, the resume follows last.keras (which carries
+    its own epoch) instead of training that epoch again on weights that already took it."""
+    import cxr_keras.train as train
+
+    stages = [StageConfig(epochs=4, trainable="all", warmup_epochs=0, schedule="cosine")]
+    whole = history(run_experiment(config(blobs, tmp_path / "whole", stages=stages), quiet=True))
+    real = train._write_state
+
+    def killed_before_epoch_two_is_recorded(run_dir, state):
+        if state["epoch"] == 2 and not state.get("complete"):
+            raise KeyboardInterrupt
+        real(run_dir, state)
+
+    monkeypatch.setattr(train, "_write_state", killed_before_epoch_two_is_recorded)
+    run_dir = str(tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config(blobs, tmp_path, stages=stages), run_dir=run_dir, quiet=True)
+    monkeypatch.setattr(train, "_write_state", real)
+    assert json.load(open(os.path.join(run_dir, "state.json")))["epoch"] == 1  # behind last.keras
+    run_experiment(None, resume=run_dir, quiet=True)
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([float(r["learning_rate"]) for r in whole])
+    assert float(rows[-1]["val_auc"]) == pytest.approx(float(whole[-1]["val_auc"]), abs=1e-6)

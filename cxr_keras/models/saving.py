@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 
 import keras
 
@@ -17,14 +18,21 @@ def metadata_path(model_path: str) -> str:
     return os.path.splitext(model_path)[0] + ".json"
 
 
-def save_model(model: keras.Model, path: str, metadata: dict | None = None) -> None:
-    """Write `model` to `path` (.keras) and `metadata` beside it, each atomically."""
+STATE_MEMBER = "cxr_keras_state.json"  # an extra member of the .keras zip archive; Keras ignores it
+
+
+def save_model(model: keras.Model, path: str, metadata: dict | None = None, state: dict | None = None) -> None:
+    """Write `model` to `path` (.keras) and `metadata` beside it, each atomically. `state` (JSON) goes inside the
+    .keras file itself, so it can never disagree with the weights (`saved_state` reads it)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")  # Keras wants the suffix
     os.close(fd)
     try:
         model.save(tmp)
+        if state is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(STATE_MEMBER, json.dumps(state))
         publish_mode(tmp, path)
         os.replace(tmp, path)
     finally:
@@ -33,6 +41,15 @@ def save_model(model: keras.Model, path: str, metadata: dict | None = None) -> N
     if metadata is not None:
         with atomic_writer(metadata_path(path)) as f:
             json.dump(metadata, f, indent=2)
+
+
+def saved_state(path: str) -> dict | None:
+    """The `state` saved inside a .keras file by `save_model`, or None (none saved, or no readable archive)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(STATE_MEMBER))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError):
+        return None
 
 
 def load_metadata(model_path: str) -> dict | None:
