@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import types
 import typing
 
 from cxr_keras.io_utils import atomic_writer
@@ -107,7 +108,7 @@ class TrainConfig:
     monitor: str = "val_auc"
     early_stopping_patience: int = 0
     reduce_lr_patience: int = 0
-    recalibrate_bn: str = "auto"
+    recalibrate_bn: str | bool = "auto"  # auto (on from scratch), true or false
     recalibrate_batches: int = 20
     steps_per_epoch: int | None = None
     time_budget_s: float | None = None
@@ -257,5 +258,24 @@ def _from_dict(cls, values: dict, where: str):
             value = [_from_dict(StageConfig, stage, f"{where}.{name}[{i}]") for i, stage in enumerate(value)]
         elif typing.get_origin(hint) is tuple:
             value = tuple(value)
+        else:
+            _check_scalar(hint, value, f"{where}.{name}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+SCALARS = {float: ((int, float), "a number"), int: ((int,), "a whole number"), bool: ((bool,), "true or false"),
+           str: ((str,), "a string")}
+
+
+def _check_scalar(hint, value, where: str) -> None:
+    """A config file's value of the type its option takes (JSON true is no number, "2" no clip limit)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return
+    wanted = [SCALARS[t] for t in options if t in SCALARS]
+    if len(wanted) < len([t for t in options if t is not type(None)]):
+        return  # a type this check does not know: left to the option's own checks
+    if not any(isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)) for kinds, _ in wanted):
+        names = " or ".join(name for _, name in wanted) + (" or null" if type(None) in options else "")
+        raise ConfigError(f"{where} must be {names}, got {json.dumps(value)}")

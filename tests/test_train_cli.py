@@ -167,3 +167,22 @@ def test_main_experiment_runs_on_given_data(blobs, tmp_path, capsys, monkeypatch
     assert os.path.exists(os.path.join(run_dir, "gradcam", "contact_sheet.png"))
     exported = os.path.join(tmp_path, "saved_models", "main")
     assert {"model_card.json", "model_fp32.tflite", "model_int8.tflite", "README.md"} <= set(os.listdir(exported))
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("model", "clahe", "2", 'config.model.clahe must be a number, got "2"'),
+    ("train", "mixup", None, "config.train.mixup must be a number, got null"),
+    ("model", "dropout", True, "config.model.dropout must be a number, got true"),
+    ("data", "image_size", 12.5, "config.data.image_size must be a whole number, got 12.5"),
+])
+def test_a_config_file_value_of_the_wrong_type_is_one_line(blobs, tmp_path, capsys, section, key, value, message):
+    from cxr_keras.config import ExperimentConfig
+
+    values = ExperimentConfig().to_dict()
+    values[section][key] = value
+    (tmp_path / "c.json").write_text(json.dumps(values))
+    assert main(["train", "--data-dir", blobs, "--config", str(tmp_path / "c.json"), "--run-dir",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()
