@@ -166,7 +166,14 @@ class ExperimentConfig:
             raise ConfigError(f"--ema is the averaging momentum, in (0, 1) (e.g. 0.99), got {self.train.ema_momentum}")
         if data.cache_budget_gb is not None and not data.cache_budget_gb >= 0:
             raise ConfigError(f"--cache-budget is in GB, at least 0, got {data.cache_budget_gb}")
+        if not self.train.stages:
+            raise ConfigError("train.stages is empty: a run needs at least one stage (--epochs)")
+        if self.train.recalibrate_bn not in ("auto", True, False, "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"train.recalibrate_bn must be auto, true or false, got {self.train.recalibrate_bn!r}")
         for stage in self.train.stages:
+            if not 0 <= stage.warmup_epochs < float("inf"):
+                raise ConfigError(f"warmup_epochs must be at least 0, got {stage.warmup_epochs} for stage "
+                                  f"{stage.name or stage.trainable!r}")
             if not stage.learning_rate > 0:
                 raise ConfigError(f"learning rates must be above 0 (--learning-rates), got {stage.learning_rate} "
                                   f"for stage {stage.name or stage.trainable!r}")
@@ -255,9 +262,14 @@ def _from_dict(cls, values: dict, where: str):
         if dataclasses.is_dataclass(hint):
             value = _from_dict(hint, value, f"{where}.{name}")
         elif typing.get_origin(hint) is list and typing.get_args(hint)[0] is StageConfig:
+            _check_list(value, f"{where}.{name}")
             value = [_from_dict(StageConfig, stage, f"{where}.{name}[{i}]") for i, stage in enumerate(value)]
         elif typing.get_origin(hint) is tuple:
+            _check_list(value, f"{where}.{name}", typing.get_args(hint))
             value = tuple(value)
+        elif any(typing.get_origin(a) is list for a in (hint, *typing.get_args(hint))):  # list[str] | None
+            if value is not None:
+                _check_list(value, f"{where}.{name}", (str,) * len(value) if isinstance(value, list) else ())
         else:
             _check_scalar(hint, value, f"{where}.{name}")
         kwargs[name] = value
@@ -266,6 +278,16 @@ def _from_dict(cls, values: dict, where: str):
 
 SCALARS = {float: ((int, float), "a number"), int: ((int,), "a whole number"), bool: ((bool,), "true or false"),
            str: ((str,), "a string")}
+
+
+def _check_list(value, where: str, kinds: tuple = ()) -> None:
+    """A JSON list, of `kinds` element by element when given (a list of them, or as many as there are)."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where} must be a list, got {json.dumps(value)}")
+    if kinds and len(kinds) != len(value):
+        raise ConfigError(f"{where} must have {len(kinds)} entries, got {json.dumps(value)}")
+    for i, (kind, item) in enumerate(zip(kinds, value)):
+        _check_scalar(kind, item, f"{where}[{i}]")
 
 
 def _check_scalar(hint, value, where: str) -> None:

@@ -85,6 +85,16 @@ def _selectively_quantized(converter, calibration: np.ndarray, nodes: list[str])
     return debugger.get_nondebug_quantized_model()
 
 
+def clahe_layers(model) -> list:
+    """The model's CLAHE layers, nested models (an ensemble's members) searched too."""
+    from cxr_keras.models.clahe import CLAHE
+
+    found = []
+    for layer in model.layers:
+        found += [layer] if isinstance(layer, CLAHE) else clahe_layers(layer) if hasattr(layer, "layers") else []
+    return found
+
+
 def _clahe_nodes(savedmodel: str) -> list[str]:
     """The TFLite tensors of the model's CLAHE layer: quantised, its grey levels and per-pixel interpolation
     weights come out some levels off (docs/export.md); in float it is exact."""
@@ -177,7 +187,7 @@ def _write_artifacts(model, metadata, out: str, formats: list[str], calibration,
             kind = fmt.removeprefix("tflite-")
             name = f"model_{kind.replace('-', '_')}.tflite"
             flatbuffer = convert_tflite(savedmodel, kind, calibration, int8_io,
-                                        clahe=any(layer.name == "cxr_clahe" for layer in model.layers))
+                                        clahe=bool(clahe_layers(model)))
             with atomic_writer(os.path.join(out, name), "wb") as f:
                 f.write(flatbuffer)
             artifacts[fmt] = name
@@ -225,7 +235,7 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
 def _preprocessing(meta: dict, model) -> str:
     foreign = meta.get("foreign")
     if not foreign:
-        clahe = [layer for layer in model.layers if layer.name == "cxr_clahe"]
+        clahe = clahe_layers(model)
         equalise = (f"CLAHE with clip limit {clahe[0].clip_limit:g} on {clahe[0].tiles[0]} x {clahe[0].tiles[1]} "
                     "tiles, " if clahe else "")
         return f"inside the model ({equalise}gray to RGB, the backbone's normalisation): feed raw pixels"

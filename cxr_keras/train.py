@@ -223,7 +223,7 @@ def _new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTabl
         raise RunError(f"run directory {run_dir} is a file; choose another --run-dir")
     os.makedirs(run_dir, exist_ok=True)
     hold.enter_context(_only_process(run_dir))
-    if {n for n in os.listdir(run_dir) if not n.startswith(".")} - STUB:
+    if {n for n in os.listdir(run_dir) if not n.startswith(".")} - STUB - _empty_history(run_dir):
         raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
                        "choose another name, or --resume it")
     config.save(os.path.join(run_dir, "config.json"), versions=versions())
@@ -231,6 +231,15 @@ def _new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTabl
     if table.dropped:
         write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))
     return run_dir
+
+
+def _empty_history(run_dir: str) -> set[str]:
+    """{"history.csv"} when it holds no epoch yet (a start killed during its first epoch), else nothing."""
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.isfile(path):
+        return set()
+    with open(path) as f:
+        return {"history.csv"} if len(f.read().strip().splitlines()) <= 1 else set()
 
 
 @contextlib.contextmanager
@@ -285,10 +294,11 @@ def _copy_resume_point(run_dir: str, scratch: str) -> str:
 
 def _config_for_resume(run_dir: str, config: ExperimentConfig | None) -> ExperimentConfig:
     state_path = os.path.join(run_dir, "state.json")
-    if not os.path.exists(state_path) or not os.path.exists(os.path.join(run_dir, "last.keras")):
+    if not os.path.exists(os.path.join(run_dir, "last.keras")) or not (
+            os.path.exists(state_path) or _checkpoint_state(run_dir)):  # a kill before the first state.json
         raise RunError(f"{run_dir} has no completed epoch to resume from (no state.json / last.keras)")
     saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
-    if _read_state(run_dir).get("complete"):
+    if os.path.exists(state_path) and _read_state(run_dir).get("complete"):
         raise RunError(f"run {run_dir} is already complete; start a new run to train more")
     if config is not None:
         ours = dict(_flatten(config.to_dict()))
@@ -496,14 +506,37 @@ class RunCheckpoints(keras.callbacks.Callback):
 
 
 def _resume_state(run_dir: str) -> dict:
-    """Where a resume continues: state.json, or the newer state saved inside last.keras when a kill came after
-    that checkpoint was written and before state.json was (then state.json is brought up to date)."""
-    state = _read_state(run_dir)
-    inside = saved_state(os.path.join(run_dir, "last.keras"))
-    if inside and inside.get("epoch", 0) > state["epoch"]:
-        state = {**state, **inside}
-        _write_state(run_dir, state)
+    """Where a resume continues: state.json, or the state saved inside last.keras when that is exactly one
+    epoch ahead (a kill after the checkpoint was written and before state.json was; state.json is then brought
+    up to date). Any other disagreement means the folder was changed by hand: refused."""
+    path = os.path.join(run_dir, "state.json")
+    state = _read_state(run_dir) if os.path.exists(path) else {"epoch": 0, "best": None, "best_epoch": None}
+    inside = _checkpoint_state(run_dir)
+    if inside is None or inside["epoch"] == state["epoch"]:
+        return state
+    if inside["epoch"] != state["epoch"] + 1:
+        raise RunError(f"--resume {run_dir}: state.json says {state['epoch']} epochs are done but last.keras holds "
+                       f"epoch {inside['epoch']}; the folder was changed since training wrote it, so it cannot be "
+                       "resumed safely: start a new run")
+    state = {**state, **inside}
+    _write_state(run_dir, state)
     return state
+
+
+def _checkpoint_state(run_dir: str) -> dict | None:
+    """The (epoch, best, best_epoch) saved inside last.keras, or None when there is none of that shape."""
+    inside = saved_state(os.path.join(run_dir, "last.keras"))
+    if not isinstance(inside, dict):
+        return None
+    epoch, best, best_epoch = inside.get("epoch"), inside.get("best"), inside.get("best_epoch")
+    numbers = isinstance(best, (int, float)) and not isinstance(best, bool) and np.isfinite(best)
+    if not (_whole(epoch) and epoch >= 1 and numbers and _whole(best_epoch) and 1 <= best_epoch <= epoch):
+        return None
+    return {"epoch": epoch, "best": float(best), "best_epoch": best_epoch, "stopped_early": False}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_state(run_dir: str) -> dict:

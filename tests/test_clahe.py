@@ -54,11 +54,13 @@ def test_bad_clahe_settings_are_refused():
 def test_a_model_with_clahe_saves_reloads_and_exports_to_tflite(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from cxr_keras.export import convert_tflite, export_savedmodel, model_card
+    from cxr_keras.ensemble import average_model
+    from cxr_keras.export import clahe_layers, convert_tflite, export_savedmodel, model_card
     from cxr_keras.models.saving import save_model
 
     model = build_model("baseline", "binary", ["NORMAL", "PNEUMONIA"], 32, "none", clahe=2.0)
     assert model.layers[1].name == "cxr_clahe"
+    assert len(clahe_layers(average_model([model, model]))) == 2  # found in an ensemble's members too
     images = np.stack([radiograph_like((32, 32), seed) for seed in range(4)])[..., None].astype(np.float32)
     expected = model.predict(images, verbose=0)
     save_model(model, str(tmp_path / "m.keras"), {"task": "binary"})

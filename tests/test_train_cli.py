@@ -174,6 +174,11 @@ def test_main_experiment_runs_on_given_data(blobs, tmp_path, capsys, monkeypatch
     ("train", "mixup", None, "config.train.mixup must be a number, got null"),
     ("model", "dropout", True, "config.model.dropout must be a number, got true"),
     ("data", "image_size", 12.5, "config.data.image_size must be a whole number, got 12.5"),
+    ("train", "stages", None, "config.train.stages must be a list, got null"),
+    ("data", "split_ratios", ["0.8", "0.1", "0.1"], 'config.data.split_ratios[0] must be a number, got "0.8"'),
+    ("data", "classes", ["NORMAL", 2], "config.data.classes[1] must be a string, got 2"),
+    ("train", "stages", [], "train.stages is empty"),
+    ("train", "recalibrate_bn", "2", "train.recalibrate_bn must be auto, true or false"),
 ])
 def test_a_config_file_value_of_the_wrong_type_is_one_line(blobs, tmp_path, capsys, section, key, value, message):
     from cxr_keras.config import ExperimentConfig
