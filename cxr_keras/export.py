@@ -180,14 +180,14 @@ def _write_artifacts(model, metadata, out: str, formats: list[str], calibration,
     savedmodel = os.path.join(out, "savedmodel")
     export_savedmodel(model, savedmodel)
     artifacts = {}
+    has_clahe = bool(clahe_layers(model))
     if "savedmodel" in formats:
         artifacts["savedmodel"] = "savedmodel"
     for fmt in formats:
         if fmt.startswith("tflite-"):
             kind = fmt.removeprefix("tflite-")
             name = f"model_{kind.replace('-', '_')}.tflite"
-            flatbuffer = convert_tflite(savedmodel, kind, calibration, int8_io,
-                                        clahe=bool(clahe_layers(model)))
+            flatbuffer = convert_tflite(savedmodel, kind, calibration, int8_io, clahe=has_clahe)
             with atomic_writer(os.path.join(out, name), "wb") as f:
                 f.write(flatbuffer)
             artifacts[fmt] = name

@@ -141,9 +141,7 @@ def _gather_from(images, targets: tf.Tensor):
 
 def _augment(ds: tf.data.Dataset, preset: str, seed: int) -> tf.data.Dataset:
     """Apply a preset on batches with one stateless seed per batch (a new stream every epoch)."""
-    layer = augmenter(preset, seed)
-    if layer is None:
-        return ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    layer = augmenter(preset, seed)  # not None: make_dataset calls this only for a preset other than "none"
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip(ds, seeds).map(
         lambda batch, s: (layer(batch[0], seed=s), batch[1]), num_parallel_calls=AUTOTUNE, deterministic=True

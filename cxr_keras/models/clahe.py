@@ -4,7 +4,7 @@ OpenCV's `cv2.createCLAHE(clipLimit, tileGridSize).apply` on 8-bit images, step 
 per tile (the image reflected to a whole number of tiles), each bin clipped at max(clip x tile pixels / 256, 1)
 with the excess spread evenly (the remainder one count at a time, every 256 // remainder bins), a lookup table
 per tile from the cumulative histogram, and each pixel interpolated bilinearly between the tables of the four
-nearest tile centres. Matches OpenCV to one grey level (tests/test_clahe.py).
+nearest tile centres, in OpenCV's float32 order: the same pixels as OpenCV (tests/test_clahe.py).
 
 Why by hand: neither Keras, keras-cv nor TensorFlow has CLAHE, and OpenCV inside the graph
 (`tf.numpy_function`) would not export: with this layer a SavedModel or TFLite file applies the same CLAHE
