@@ -36,6 +36,8 @@ class DataConfig:
     delimiter: str = "|"
     max_pixels: int = DEFAULT_MAX_PIXELS
     allow_outside_paths: bool = False  # CSV paths that are absolute or leave the images folder
+    keep_label_case: bool = False  # NORMAL and normal as two classes (default: one, said in the notes)
+    copy_conflicts: str = "refuse"  # byte-identical files under two labels: refuse | drop (data/copies.py)
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 42
     split_fold: int = 0  # cross-validation: which rotation of the split's folds (see split_table)
@@ -57,7 +59,8 @@ class DataConfig:
         return load_dataset(self.data_dir, self.layout, self.csv, self.images_dir, classes=self.classes,
                             task=self.task, patient_pattern=self.patient_pattern, path_column=self.path_column,
                             labels_column=self.labels_column, delimiter=self.delimiter, max_pixels=self.max_pixels,
-                            allow_outside_paths=self.allow_outside_paths)
+                            allow_outside_paths=self.allow_outside_paths, keep_label_case=self.keep_label_case,
+                            copy_conflicts=self.copy_conflicts)
 
 
 @dataclasses.dataclass

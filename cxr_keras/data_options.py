@@ -11,7 +11,7 @@ from cxr_keras.config import DEFAULT_MAX_PIXELS
 
 # The DataConfig fields these options set, by the same names.
 SOURCE_KEYS = ("layout", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column", "labels_column",
-               "delimiter", "max_pixels", "allow_outside_paths")
+               "delimiter", "max_pixels", "allow_outside_paths", "keep_label_case", "copy_conflicts")
 
 
 def add_source_arguments(group: argparse._ArgumentGroup, keep_config: bool = False) -> None:
@@ -35,3 +35,9 @@ def add_source_arguments(group: argparse._ArgumentGroup, keep_config: bool = Fal
                        help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS:,})")
     group.add_argument("--allow-outside-paths", action="store_true", default=default(False),
                        help="accept CSV paths that are absolute or leave the images folder")
+    group.add_argument("--keep-label-case", action="store_true", default=default(False),
+                       help="keep labels that differ only in case or spacing (NORMAL, normal) as separate classes "
+                            "(default: fold them into one and say so)")
+    group.add_argument("--copy-conflicts", choices=["refuse", "drop"], default=default("refuse"),
+                       help="byte-identical files under different labels: refuse the data (default) or drop every "
+                            "such copy, listed in the dropped files")

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from cxr_keras.config import DEFAULT_MAX_PIXELS
-from cxr_keras.data.dicom import dicom_to_uint8, is_dicom_bytes
+from cxr_keras.data.image_io import read_bytes, read_gray, resize_gray
 
 CARD = "model_card.json"
 
@@ -18,48 +18,16 @@ class ArtifactError(ValueError):
     """A model artifact does not match its model card; the message names the file and what to do."""
 
 
-def open_gray(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """A file (PNG 8/16-bit, JPEG, BMP, DICOM) as an 8-bit grayscale Pillow image at its own size; an image of
-    more than `max_pixels` pixels is refused from its header, before it is decoded."""
-    import stat
-
-    from PIL import Image
-
-    if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero or a pipe behind a symlink: never read it
-        raise ValueError(f"{path} is not a regular file")
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data:
-        raise ValueError(f"{path} is empty")
-    if is_dicom_bytes(data):
-        return Image.fromarray(dicom_to_uint8(data, max_pixels))
-    import io
-
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused before it tells the size
-        raise ValueError(f"image is above the limit of {max_pixels:,} pixels (--max-pixels)") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError("not an image Pillow or pydicom can read (PNG, JPEG, BMP, DICOM)") from None
-    if image.size[0] * image.size[1] > max_pixels:
-        raise ValueError(f"{image.size[0]}x{image.size[1]} px is above the limit of {max_pixels:,} pixels "
-                         "(--max-pixels)")
-    if image.mode in ("I;16", "I;16B", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = array.min(), array.max()
-        return Image.fromarray(((array - low) / max(high - low, 1) * 255).round().astype(np.uint8))
-    return image.convert("L")
+def open_gray(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A file (PNG 8/16-bit, JPEG, BMP, TIFF, WebP, GIF, DICOM) as a (H, W) uint8 image, as training reads it
+    (data/image_io.py); an image of more than `max_pixels` pixels is refused from its header."""
+    return read_gray(read_bytes(path), max_pixels)
 
 
-def to_pixels(image, size: tuple[int, int]) -> np.ndarray:
-    """(H, W, 1) float32 pixels of a Pillow image stretched to `size` = (H, W).
-
-    Pillow's antialiased bilinear resize stands in for TensorFlow's here: values differ from the training
-    pipeline's by rounding only.
-    """
-    from PIL import Image
-
-    return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)[..., None]
+def to_pixels(image: np.ndarray, size: tuple[int, int], mode: str = "stretch") -> np.ndarray:
+    """(H, W, 1) float32 pixels of a (H, W) uint8 image resized to `size` = (H, W): the training pipeline's own
+    resize, so a film gets the same pixels, and score, here as in evaluation."""
+    return resize_gray(image, size, mode).astype(np.float32)
 
 
 def sha256(path: str) -> str:

@@ -20,10 +20,11 @@ import sys
 import numpy as np
 
 from cxr_keras.config import DEFAULT_MAX_PIXELS
+from cxr_keras.data.image_io import IMAGE_EXTENSIONS, is_image_name
 from cxr_keras.edge import CARD, TFLiteModel, open_gray, to_pixels, verify_artifact
 from cxr_keras.io_utils import atomic_writer, check_out
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
+MASK_FOLDER = "masks"  # COVID-QU-Ex and COVID-19 Radiography keep lung masks in <class>/masks/
 
 
 def find_metadata(model_path: str) -> tuple[dict, str | None]:
@@ -94,15 +95,16 @@ def _tensorflow(model_path: str):
 
 
 def image_paths(items: list[str]) -> list[str]:
-    """Files as given; image files found recursively under folders (lesion-mask folders skipped)."""
+    """Files as given; image files found recursively under folders (data/image_io.py: by extension, or DICOM by
+    content), skipping hidden folders and sub-folders named exactly `masks` (the lung-mask convention)."""
     paths = []
     for item in items:
-        if os.path.isdir(item):
-            for folder, _, files in sorted(os.walk(item)):
-                if os.sep + "masks" not in folder:
-                    paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
-        else:
+        if not os.path.isdir(item):
             paths.append(item)
+            continue
+        for folder, subdirs, files in os.walk(item):
+            subdirs[:] = sorted(d for d in subdirs if d != MASK_FOLDER and not d.startswith("."))
+            paths += [p for p in (os.path.join(folder, f) for f in sorted(files)) if is_image_name(p)]
     return paths
 
 
@@ -117,11 +119,13 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
         raise FileNotFoundError(f"--images {missing[0]} does not exist")
     paths = image_paths(images)
     if not paths:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(images)}")
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}, or DICOM by content) in "
+                         f"{' '.join(images)}")
     predictor = Predictor(model_path, threads, verify)
     meta = predictor.metadata
     classes, task, threshold = meta["classes"], meta["task"], artifact_threshold(meta, model_path)
     height, width = predictor.image_size
+    resize = (meta.get("input") or {}).get("resize", "stretch")
     rows, failed, resized = [], 0, 0
     order = {path: k for k, path in enumerate(paths)}
     for start in range(0, len(paths), batch_size):
@@ -131,14 +135,15 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
                 image = open_gray(path, max_pixels)
             except Exception as exc:  # any unreadable file: reported in its row, the run goes on
                 failed += 1
-                rows.append({"path": path, "error": f"{type(exc).__name__}: {exc}"})
+                rows.append({"path": path, "error": str(exc) if isinstance(exc, ValueError) else
+                             f"{type(exc).__name__}: {exc}"})
                 continue
-            if image.size != (width, height):
+            if image.shape != (height, width):
                 if not resized:  # said once, not once per image
-                    print(f"note: {path} is {image.size[0]}x{image.size[1]} px; images of another size than the "
-                          f"model's {width}x{height} are stretched to it, as in training", file=sys.stderr)
+                    print(f"note: {path} is {image.shape[1]}x{image.shape[0]} px; images of another size than the "
+                          f"model's {width}x{height} are resized to it ({resize}), as in training", file=sys.stderr)
                 resized += 1
-            batch.append(to_pixels(image, predictor.image_size))
+            batch.append(to_pixels(image, predictor.image_size, resize))
             readable.append(path)
         if batch:
             for path, output in zip(readable, predictor.predict(np.stack(batch))):

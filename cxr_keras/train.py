@@ -33,7 +33,14 @@ from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
 from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.mixup import mix_batches
 from cxr_keras.data.pipeline import dataset_for_split
-from cxr_keras.data.splits import SplitError, apply_saved_splits, save_splits, split_holding_out, split_table
+from cxr_keras.data.splits import (
+    SplitError,
+    apply_saved_splits,
+    check_classes_in_splits,
+    save_splits,
+    split_holding_out,
+    split_table,
+)
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate.plots import plot_history
 from cxr_keras.io_utils import atomic_writer
@@ -46,6 +53,7 @@ from cxr_keras.models.finetune import (
     plan_stages,
     set_trainable,
 )
+from cxr_keras.models.memory import training_bytes
 from cxr_keras.models.saving import load_model, save_model, saved_state
 from cxr_keras.models.weights import init_from_model, is_pretrained, resolve_weights
 from cxr_keras.runtime import is_chief, make_strategy, precision, seed_everything, versions
@@ -84,6 +92,7 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             config.check()
             config = dataclasses.replace(config, model=dataclasses.replace(config.model))
             entry = check_request(config.model.backbone, config.data.image_size)
+            _check_memory(config)
             config.model.weights, application = resolve_weights(
                 entry, config.model.weights, (config.data.image_size, config.data.image_size, 3))
             data = config.data
@@ -99,6 +108,18 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             print(f"\nInterrupted. Every completed epoch is saved: continue with `cxr train --resume {run_dir}`",
                   file=sys.stderr)
             raise
+
+
+def _check_memory(config: ExperimentConfig) -> None:
+    """Refuse, before the run folder, a run whose first batch could not fit in memory (models/memory.py)."""
+    data = config.data
+    needed = training_bytes(config.model.backbone, data.image_size, data.batch_size)
+    available = disk_cache.available_memory()
+    if needed > available:
+        raise RunError(f"--image-size {data.image_size} with --batch-size {data.batch_size}: one training batch of "
+                       f"{config.model.backbone} needs about {needed / 1e9:,.1f} GB for its activations (estimated), "
+                       f"more than the {available / 1e9:.1f} GB of memory available: lower --image-size or "
+                       "--batch-size")
 
 
 def _multiworker(config: ExperimentConfig | None, resume: str | None) -> bool:
@@ -123,8 +144,13 @@ def _split(table: ImageTable, data) -> ImageTable:
         except SplitError as exc:
             raise RunError(f"after --hold-out-cohort {data.hold_out_cohorts} ({int(held.sum())} images held out), "
                            f"the rest cannot be split: {exc}") from None
-    return split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit,
-                       fold=data.split_fold)
+    table = split_table(table, tuple(data.split_ratios), seed=data.split_seed, keep_existing=not data.resplit,
+                        fold=data.split_fold)
+    try:
+        check_classes_in_splits(table)
+    except SplitError as exc:
+        raise RunError(str(exc)) from None
+    return table
 
 
 def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bool, quiet: bool,

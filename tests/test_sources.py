@@ -174,8 +174,10 @@ def _generic_csv(root, rows, header="path,label,patient"):
 
 def test_generic_csv_keeps_normal_as_a_class_of_its_own(tmp_path):
     csv_path = _generic_csv(tmp_path, ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", "c.png,normal,p3", "d.png,none,p4"])
-    with pytest.raises(DataError, match="labels \\['none', 'normal'\\] are not in the class list"):
+    with pytest.raises(DataError, match="labels \\['none'\\] are not in the class list"):  # normal is NORMAL
         load_dataset(str(tmp_path), csv_path=csv_path, classes=["NORMAL", "PNEUMONIA"])
+    with pytest.raises(DataError, match="labels \\['none', 'normal'\\] are not in the class list"):
+        load_dataset(str(tmp_path), csv_path=csv_path, classes=["NORMAL", "PNEUMONIA"], keep_label_case=True)
     csv_path = _generic_csv(tmp_path, ["a.png,NORMAL,p1", "b.png,PNEUMONIA,p2", "c.png,PNEUMONIA,p3"])
     table = load_dataset(str(tmp_path), csv_path=csv_path)
     assert table.task == "binary" and table.classes == ["NORMAL", "PNEUMONIA"]

@@ -221,9 +221,10 @@ def _model_mode_options(args: argparse.Namespace) -> list[tuple[str, object]]:
     given = [(f"--{key.replace('_', '-')}", getattr(args, key)) for key in (
         "model", "data_dir", "csv", "images_dir", "classes", "task", "patient_pattern", "path_column",
         "labels_column", "image_size", "channels", "preprocess", "class_names", "class_map", "model_task", "output",
-        "threshold", "threshold_from", "allow_outside_paths")]
+        "threshold", "threshold_from", "allow_outside_paths", "keep_label_case")]
     return given + [("--layout", args.layout != "auto"), ("--delimiter", args.delimiter != "|"),
-                    ("--max-pixels", args.max_pixels != DEFAULT_MAX_PIXELS)]
+                    ("--max-pixels", args.max_pixels != DEFAULT_MAX_PIXELS),
+                    ("--copy-conflicts", args.copy_conflicts != "refuse")]
 
 
 def _stress_options(args: argparse.Namespace) -> dict | None:

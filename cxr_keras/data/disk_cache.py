@@ -23,7 +23,7 @@ import numpy as np
 
 from cxr_keras.io_utils import atomic_writer, cache_dir
 
-VERSION = 1  # of the decoding: bump when decode.load_image changes what it produces
+VERSION = 2  # of the decoding: bump when data/image_io.py changes what it produces
 CHUNK = 256  # images decoded and written between progress records
 MEMORY_SHARE = 0.5  # the default memory budget: this share of the RAM available when the run starts
 

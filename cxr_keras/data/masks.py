@@ -27,7 +27,7 @@ def box_masks(paths: list[str], boxes_csv: str, size: tuple[int, int], finding: 
     import csv
     import os
 
-    from cxr_keras.data.sources import _open_text
+    from cxr_keras.data.csv_source import open_text as _open_text
 
     boxes: dict[str, list[tuple[float, ...]]] = {}
     with _open_text(boxes_csv) as f:

@@ -6,30 +6,32 @@ splits, verifies every image once, and returns the table with the dropped files 
 
 from __future__ import annotations
 
-import csv
-import gzip
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from cxr_keras.choices import LAYOUTS as CHOICES_LAYOUTS
 from cxr_keras.config import DEFAULT_MAX_PIXELS
+from cxr_keras.data.copies import apply_copy_policy
+from cxr_keras.data.csv_source import (
+    NIH_FINDINGS,
+    NIH_NO_FINDING,
+    PATH_COLUMNS,
+    SPLIT_NAMES,
+    csv_header,
+    read_csv,
+    single_csv,
+)
+from cxr_keras.data.image_io import IMAGE_EXTENSIONS, is_image_name
+from cxr_keras.data.labels import fold_label_case
+from cxr_keras.data.records import DataError, Records
 from cxr_keras.data.table import Dropped, ImageTable
-from cxr_keras.data.verify import verify_files
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm")
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "test": "test", "testing": "test"}
-NIH_FINDINGS = [
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-    "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
-]
-NIH_NO_FINDING = {"", "no finding", "no_finding"}  # NIH's own spelling of "none of the 14 findings"
+from cxr_keras.data.verify import Fingerprint, verify_files
 
 LAYOUTS = CHOICES_LAYOUTS
+__all__ = ["NIH_FINDINGS", "NIH_NO_FINDING", "DataError", "detect_layout", "load_dataset", "patient_from_name"]
 
 # Patient ids in well-known file names: the first group is the patient.
 PATIENT_PATTERNS = {
@@ -37,37 +39,6 @@ PATIENT_PATTERNS = {
     "nih": [r"^0*(\d+)_\d{3}\.png$"],
     "cxr_keras": [r"^(patient[^_]+)_"],
 }
-PATH_COLUMNS = ["path", "filepath", "file_path", "file", "filename", "image", "image_path", "Image Index", "Path"]
-LABELS_COLUMNS = ["labels", "label", "findings", "finding", "Finding Labels", "class", "diagnosis"]
-PATIENT_COLUMNS = ["patient", "patient_id", "Patient ID", "PatientID", "subject", "subject_id"]
-SPLIT_COLUMNS = ["split", "fold_split", "subset"]
-
-
-class DataError(ValueError):
-    """A dataset cannot be used as given; the message says which file or option and what to do."""
-
-
-@dataclass
-class _Records:
-    """What an adapter found, before verification: one entry per image."""
-
-    layout: str
-    paths: list[str] = field(default_factory=list)
-    labels: list[list[str]] = field(default_factory=list)
-    patients: list[str | None] = field(default_factory=list)
-    splits: list[str | None] = field(default_factory=list)
-    classes: list[str] | None = None
-    multilabel: bool = False
-    dropped: list[Dropped] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    meta: dict[str, list] = field(default_factory=dict)
-
-    def add(self, path: str, labels: list[str], patient: str | None, split: str | None) -> None:
-        self.paths.append(path)
-        self.labels.append(labels)
-        self.patients.append(patient)
-        self.splits.append(split)
-
 
 def load_dataset(
     root: str,
@@ -84,13 +55,17 @@ def load_dataset(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     verify: bool = True,
     allow_outside_paths: bool = False,
+    keep_label_case: bool = False,
+    copy_conflicts: str = "refuse",
 ) -> ImageTable:
     """Read a dataset into an `ImageTable`, verifying each image once (cached).
 
     `layout` is one of `LAYOUTS` or "auto". `classes` fixes the class list and order (any other label is an
     error); `task` overrides the inferred task; `patient_pattern` is a regex whose first group is the patient
     id in a file name (the Kermany, NIH and cxr_keras naming is recognised without it). A CSV row whose path is
-    absolute or climbs out of the images folder is refused unless `allow_outside_paths`.
+    absolute or climbs out of the images folder is refused unless `allow_outside_paths`. Labels that differ
+    only in case or spacing are one class unless `keep_label_case` (data/labels.py). Copies of one film under two
+    labels are refused, or dropped with `copy_conflicts="drop"` (data/copies.py).
     """
     root = os.path.abspath(root) if root else os.path.dirname(os.path.abspath(csv_path or "."))
     if not os.path.isdir(root) and not csv_path:
@@ -103,9 +78,9 @@ def load_dataset(
     patterns = [patient_pattern] if patient_pattern else [p for ps in PATIENT_PATTERNS.values() for p in ps]
 
     if chosen in ("nih", "csv"):
-        csv_path = csv_path or _single_csv(root)
-        records = _read_csv(csv_path, images_dir or root, chosen, path_column, labels_column, delimiter,
-                            allow_outside_paths, patterns)
+        csv_path = csv_path or single_csv(root)
+        records = read_csv(csv_path, images_dir or root, chosen, path_column, labels_column, delimiter,
+                           allow_outside_paths, lambda name: patient_from_name(name, patterns))
     else:
         records = _read_folders(root, chosen, patterns)
     if patient_pattern and records.paths and not any(records.patients):
@@ -113,7 +88,9 @@ def load_dataset(
                         f"(e.g. {os.path.basename(records.paths[0])}): no patient grouping would be possible, so "
                         "images of one patient could land in two splits; fix the pattern or leave it out")
     records.notes.insert(0, f"layout {chosen} ({why}): {LAYOUTS[chosen]}")
-    return _to_table(records, root, classes, task, max_pixels, verify)
+    records.labels, folded = fold_label_case(records.labels, classes or records.classes, keep_label_case)
+    records.notes += [folded] if folded else []
+    return _to_table(records, root, classes, task, max_pixels, verify, copy_conflicts)
 
 
 def describe_layouts() -> str:
@@ -124,12 +101,12 @@ def describe_layouts() -> str:
 def detect_layout(root: str, csv_path: str | None = None) -> tuple[str, str]:
     """Recognise a dataset's layout; returns (layout, reason). Raises DataError listing the known layouts."""
     if csv_path:
-        header = _csv_header(csv_path)
+        header = csv_header(csv_path)
         if {"Image Index", "Finding Labels"} <= set(header):
             return "nih", f"{os.path.basename(csv_path)} has NIH 'Image Index' and 'Finding Labels' columns"
         return "csv", f"--csv {os.path.basename(csv_path)} given"
     csvs = [f for f in os.listdir(root) if f.lower().endswith((".csv", ".csv.gz"))] if os.path.isdir(root) else []
-    if len(csvs) == 1 and set(_csv_header(os.path.join(root, csvs[0]))) & set(PATH_COLUMNS):
+    if len(csvs) == 1 and set(csv_header(os.path.join(root, csvs[0]))) & set(PATH_COLUMNS):
         return detect_layout(root, os.path.join(root, csvs[0]))
     subdirs = _subdirs(root)
     split_dirs = [d for d in subdirs if d.lower() in SPLIT_NAMES]
@@ -171,14 +148,20 @@ def _subdirs(path: str) -> list[str]:
 
 
 def _image_files(folder: str) -> list[str]:
+    """The image files of a folder: by extension, or DICOM by content whatever the name (data/image_io.py)."""
     if not os.path.isdir(folder):
         return []
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    return sorted(p for p in (os.path.join(folder, f) for f in os.listdir(folder)) if is_image_name(p))
 
 
-def _read_folders(root: str, layout: str, patterns: list[str]) -> _Records:
-    records = _Records(layout)
+def _other_files(folder: str) -> list[str]:
+    """Files of a class folder that are neither images nor hidden (a README, a .txt, a Thumbs.db...)."""
+    return sorted(p for p in (os.path.join(folder, f) for f in os.listdir(folder) if not f.startswith("."))
+                  if os.path.isfile(p) and not is_image_name(p))
+
+
+def _read_folders(root: str, layout: str, patterns: list[str]) -> Records:
+    records = Records(layout)
     if layout in ("kermany", "split-folders", "covid-qu-ex"):
         split_dirs = [d for d in _subdirs(root) if d.lower() in SPLIT_NAMES]
         if split_dirs:
@@ -202,158 +185,53 @@ def _read_folders(root: str, layout: str, patterns: list[str]) -> _Records:
                 )
             for path in files:
                 records.add(path, [name], patient_from_name(os.path.basename(path), patterns), split)
+            records.dropped += [Dropped(p, "not an image by its name or content (known: " + ", ".join(
+                IMAGE_EXTENSIONS) + ", or DICOM)") for p in _other_files(class_dir)]
+    skipped = len(records.dropped)
+    if skipped:
+        records.notes.append(f"{skipped} files in class folders are not images and were skipped (e.g. "
+                             f"{records.dropped[0].path}); see the dropped list")
     return records
 
 
-def _single_csv(root: str) -> str:
-    csvs = [f for f in os.listdir(root) if f.lower().endswith((".csv", ".csv.gz"))]
-    if len(csvs) != 1:
-        raise DataError(f"expected one label CSV in {root}, found {len(csvs)}: pass --csv FILE")
-    return os.path.join(root, csvs[0])
-
-
-def _open_text(path: str):
-    return gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")
-
-
-def _csv_header(path: str) -> list[str]:
-    if not os.path.isfile(path):
-        raise DataError(f"label CSV {path} does not exist")
-    with _open_text(path) as f:
-        return next(csv.reader(f), [])
-
-
-def _index_images(images_dir: str) -> dict[str, str]:
-    """File name -> path for every image under `images_dir`, recursively (the first of duplicate names)."""
-    index: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(images_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                index.setdefault(name, os.path.join(dirpath, name))
-    return index
-
-
-def _pick(header: list[str], wanted: str | None, candidates: list[str], what: str) -> str | None:
-    if wanted:
-        if wanted not in header:
-            raise DataError(f"{what} column {wanted!r} is not in the CSV; its columns are {header}")
-        return wanted
-    return next((c for c in candidates if c in header), None)
-
-
-def _read_csv(
-    csv_path: str,
-    images_dir: str,
-    layout: str,
-    path_column: str | None,
-    labels_column: str | None,
-    delimiter: str,
-    allow_outside_paths: bool,
-    patterns: list[str],
-) -> _Records:
-    """NIH or generic label CSV; images resolved relative to `images_dir`, and a bare file name that is not
-    there is looked for anywhere beneath it (a row naming a folder never falls back to another file).
-
-    Without a patient column, patients come from file names (NIH's `00000001_000.png` is patient 1).
-    Only NIH's "No Finding" means "no label": in a generic CSV every label is the user's own class name (NORMAL
-    is a class). A file listed twice with the same labels is kept once; with different labels it is an error."""
-    header = _csv_header(csv_path)
-    path_col = _pick(header, path_column, PATH_COLUMNS, "path")
-    if path_col is None:
-        raise DataError(f"{csv_path}: no path column among {header}; name it with --path-column")
-    labels_col = _pick(header, labels_column, LABELS_COLUMNS, "labels")
-    patient_col = _pick(header, None, PATIENT_COLUMNS, "patient")
-    split_col = _pick(header, None, SPLIT_COLUMNS, "split")
-    with _open_text(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise DataError(f"{csv_path} has a header but no rows")
-    used = {path_col, labels_col, patient_col, split_col}
-    onehot_cols = [] if labels_col else [c for c in header if c not in used and _is_binary_column(rows, c)]
-    if not labels_col and not onehot_cols:
-        raise DataError(
-            f"{csv_path}: no labels column ({', '.join(LABELS_COLUMNS)}) and no 0/1 label columns; "
-            "name one with --labels-column"
-        )
-    records = _Records(layout, multilabel=layout == "nih")
-    if layout == "nih":
-        records.classes = NIH_FINDINGS
-        records.meta["view_position"] = []
-    elif onehot_cols:
-        records.classes = onehot_cols
-    index: dict[str, str] | None = None
-    missing: list[str] = []
-    seen: dict[str, tuple[int, list[str]]] = {}
-    repeated: list[str] = []
-    none = NIH_NO_FINDING if layout == "nih" else {""}
-    for line, row in enumerate(rows, start=2):
-        name = row[path_col].strip()
-        if not allow_outside_paths:
-            _check_inside(name, images_dir, csv_path, line)
-        path = name if os.path.isabs(name) else os.path.join(images_dir, name)
-        if not os.path.isfile(path):  # a bare file name (NIH's Image Index) is looked for anywhere beneath;
-            index = index if index is not None else _index_images(images_dir)  # a path names one file only
-            path = index.get(name, "") if os.path.basename(name) == name else ""
-        if not path:
-            missing.append(f"{name} (CSV line {line})")
-            continue
-        if labels_col:
-            labels = [x.strip() for x in row[labels_col].split(delimiter) if x.strip().lower() not in none]
-        else:
-            labels = [c for c in onehot_cols if float(row[c] or 0) == 1.0]
-        key = os.path.normcase(os.path.abspath(path))
-        if key in seen:
-            first, before = seen[key]
-            if sorted(before) != sorted(labels):
-                raise DataError(f"{csv_path}: {name} is listed on line {first} as {before} and on line {line} as "
-                                f"{labels}; fix the CSV so each image has one set of labels")
-            repeated.append(f"{name} (lines {first} and {line})")
-            continue
-        seen[key] = (line, labels)
-        patient = row[patient_col].strip() if patient_col else patient_from_name(os.path.basename(name), patterns)
-        records.add(path, labels, patient or None,
-                    SPLIT_NAMES.get(row[split_col].strip().lower()) if split_col else None)
-        if layout == "nih":
-            records.meta["view_position"].append(row.get("View Position"))
-    if repeated:
-        records.notes.append(f"{len(repeated)} CSV rows list an image again with the same labels, used once: "
-                             + "; ".join(repeated[:3]) + (" ..." if len(repeated) > 3 else ""))
-    if missing:
-        shown = "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        records.notes.append(f"{len(missing):,} of {len(rows):,} CSV rows have no image under {images_dir}: {shown}")
-        if layout == "csv":  # a generic CSV names files the user meant to have: list every one
-            records.dropped += [Dropped(m, f"listed in {os.path.basename(csv_path)} but not found") for m in missing]
-    if index is not None:
-        unlisted = len(set(index.values()) - set(records.paths))
-        if unlisted:
-            records.notes.append(f"{unlisted:,} images under {images_dir} are not in the CSV and were ignored")
-    return records
-
-
-def _check_inside(name: str, images_dir: str, csv_path: str, line: int) -> None:
-    """Refuse a CSV path that is absolute or leaves the images folder (`../../etc/passwd`)."""
-    inside = not os.path.isabs(name) and os.path.normpath(name).split(os.sep)[0] != os.pardir
-    if not inside:
-        raise DataError(f"{csv_path} line {line}: path {name!r} is outside the images folder {images_dir}; "
-                        "use paths relative to it, or pass --allow-outside-paths if you mean it")
-
-
-def _is_binary_column(rows: list[dict], column: str) -> bool:
-    return all((row[column] or "").strip() in {"0", "1", "0.0", "1.0"} for row in rows)
-
-
-def _to_table(
-    records: _Records,
-    root: str,
-    classes: list[str] | None,
-    task: str | None,
-    max_pixels: int,
-    verify: bool,
-) -> ImageTable:
-    """Check labels, verify images and build the table."""
+def _to_table(records: Records, root: str, classes: list[str] | None, task: str | None, max_pixels: int,
+              verify: bool, copy_conflicts: str = "refuse") -> ImageTable:
+    """Check labels, verify images, build the table, and deal with copies of one film."""
     if not records.paths:
         raise DataError(f"no images found for layout {records.layout} under {root}")
+    class_list, task = _classes_and_task(records, root, classes, task)
+    keep = np.ones(len(records.paths), dtype=bool)
+    dropped = list(records.dropped)
+    fingerprints: dict[str, Fingerprint] = {}
+    if verify:
+        usable, bad = verify_files(records.paths, max_pixels=max_pixels, root=root, fingerprints=fingerprints)
+        usable_set = set(usable)
+        keep = np.array([p in usable_set for p in records.paths])
+        dropped += bad
+        if bad:
+            records.notes.append(f"{len(bad)} unreadable or oversized files dropped (see the dropped list)")
+    position = {c: i for i, c in enumerate(class_list)}
+    labels = np.zeros((len(records.paths), len(class_list)), dtype=np.float32)
+    for row, names in enumerate(records.labels):
+        labels[row, [position[n] for n in names]] = 1.0
+    table = ImageTable(
+        paths=records.paths, labels=labels, classes=class_list, task=task, patients=records.patients,
+        splits=records.splits, layout=records.layout, root=root, dropped=dropped, notes=records.notes,
+        meta=records.meta,
+    ).subset(keep)
+    if len(table) == 0:
+        raise DataError(f"every image under {root} was dropped as unreadable; see the dropped list")
+    if fingerprints:
+        table = apply_copy_policy(table, fingerprints, copy_conflicts)
+    empty = [c for c, n in table.class_counts().items() if n == 0]
+    if empty:
+        table.notes.append(f"classes {empty} have no usable images: training cannot learn them")
+    return table
+
+
+def _classes_and_task(records: Records, root: str, classes: list[str] | None, task: str | None
+                      ) -> tuple[list[str], str]:
+    """The class list (given, the layout's, or the labels found) and the task (given or inferred), checked."""
     found = sorted({label for labels in records.labels for label in labels})
     class_list = list(classes or records.classes or found)
     unknown = sorted(set(found) - set(class_list))
@@ -373,28 +251,4 @@ def _to_table(
     if task != "multilabel" and not single:
         bad = next(p for p, labels in zip(records.paths, records.labels) if len(labels) != 1)
         raise DataError(f"task {task} needs exactly one label per image, but {bad} has not; use --task multilabel")
-
-    keep = np.ones(len(records.paths), dtype=bool)
-    dropped = list(records.dropped)
-    if verify:
-        usable, bad = verify_files(records.paths, max_pixels=max_pixels, root=root)
-        usable_set = set(usable)
-        keep = np.array([p in usable_set for p in records.paths])
-        dropped += bad
-        if bad:
-            records.notes.append(f"{len(bad)} unreadable or oversized files dropped (see the dropped list)")
-    position = {c: i for i, c in enumerate(class_list)}
-    labels = np.zeros((len(records.paths), len(class_list)), dtype=np.float32)
-    for row, names in enumerate(records.labels):
-        labels[row, [position[n] for n in names]] = 1.0
-    table = ImageTable(
-        paths=records.paths, labels=labels, classes=class_list, task=task, patients=records.patients,
-        splits=records.splits, layout=records.layout, root=root, dropped=dropped, notes=records.notes,
-        meta=records.meta,
-    ).subset(keep)
-    if len(table) == 0:
-        raise DataError(f"every image under {root} was dropped as unreadable; see the dropped list")
-    empty = [c for c, n in table.class_counts().items() if n == 0]
-    if empty:
-        table.notes.append(f"classes {empty} have no usable images: training cannot learn them")
-    return table
+    return class_list, task

@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from cxr_keras.data.copies import copies_across_splits
 from cxr_keras.data.table import ImageTable
 from cxr_keras.io_utils import atomic_writer
 
@@ -43,11 +44,23 @@ def split_table(
         carve = [r if name == "train" or name not in existing else 0.0 for name, r in zip(SPLITS, ratios)]
         if sum(carve) > ratios[0]:
             table = _carve(table, tuple(r / sum(carve) for r in carve), seed, fold)
+        _say_copies_across_splits(table)
     else:
         assignment = _assign(table, ratios, seed, fold)
         table = dataclasses.replace(table, splits=[SPLITS[k] for k in assignment])
     assert_no_patient_leak(table)
     return table
+
+
+def _say_copies_across_splits(table: ImageTable) -> None:
+    """The data's own split can put copies of one film in two splits: kept as given, but said loudly."""
+    leaks = copies_across_splits(table)
+    if leaks:
+        rows = leaks[0]
+        example = ", ".join(f"{table.paths[r]} ({table.splits[r]})" for r in rows[:2])
+        table.notes = [*table.notes, f"WARNING: the data's own split puts copies of one film in two splits "
+                       f"{len(leaks)} times (e.g. {example}): scores on the copies are not on unseen films; "
+                       "--resplit keeps each copy group in one split"]
 
 
 def split_holding_out(table: ImageTable, held: np.ndarray, ratios: tuple[float, float, float], seed: int = 42,
@@ -115,6 +128,25 @@ def _carve(table: ImageTable, ratios: tuple[float, float, float], seed: int, fol
     for row, k in zip(train_rows, assignment):
         splits[row] = SPLITS[k]
     return dataclasses.replace(table, splits=splits)
+
+
+def check_classes_in_splits(table: ImageTable) -> None:
+    """Every class in train and validation, and in test when there is one: a class missing from validation
+    makes its ROC-AUC undefined (Keras logs 0.0) and checkpointing follows that. Multi-label findings may be
+    absent (their AUC is left out); binary and multi-class data are refused, naming the class and its count."""
+    if table.task == "multilabel":
+        return
+    counts = table.split_counts()
+    scored = [s for s in SPLITS if s != "test" or counts.get("test")]
+    for split in scored:
+        missing = [c for c in table.classes if not counts.get(split, {}).get(c)]
+        if missing:
+            column = table.labels[:, table.classes.index(missing[0])]
+            groups = len({g for g, y in zip(table.group_ids(), column) if y})
+            raise SplitError(
+                f"the {split} split has no {missing[0]} image (the data has {int(column.sum())} in all, from "
+                f"{groups} patient group(s)): every class needs images in train, validation and test; add "
+                f"{missing[0]} images or change --split-ratios")
 
 
 def assert_no_patient_leak(table: ImageTable) -> None:

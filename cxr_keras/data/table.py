@@ -86,8 +86,25 @@ class ImageTable:
         return self.subset([s == name for s in self.splits])
 
     def group_ids(self) -> list[str]:
-        """The patient of each row, or the file itself where the patient is unknown."""
-        return [p if p is not None else f"file:{path}" for p, path in zip(self.patients, self.paths)]
+        """The split group of each row: its patient (or the file itself where the patient is unknown), joined
+        with every group that holds a copy of one of its films (`meta["copy_group"]`, data/copies.py)."""
+        ids = [p if p is not None else f"file:{path}" for p, path in zip(self.patients, self.paths)]
+        copies = self.meta.get("copy_group")
+        if not copies or not any(copies):
+            return ids
+        parent: dict[str, str] = {}
+
+        def root(key: str) -> str:
+            while parent.get(key, key) != key:
+                key = parent[key]
+            return key
+
+        for own, copy in zip(ids, copies):
+            if copy:
+                a, b = root(own), root(f"copies:{copy}")
+                if a != b:
+                    parent[b] = a
+        return [root(own) for own in ids]
 
     def split_counts(self) -> dict[str, Counter]:
         """Images per class within each split."""

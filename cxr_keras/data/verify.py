@@ -1,95 +1,49 @@
 """The verification pass: every image is decoded once, in parallel, before any training.
 
 Files that cannot be decoded (empty, truncated, not an image, unreadable DICOM, unsupported format) or that
-exceed the pixel limit are reported and dropped, so training never meets them mid-epoch. Results are cached
-per file by size and modification time, so the second look at a dataset costs a `stat` per file.
+exceed the pixel limit are reported and dropped, so training never meets them mid-epoch. The decoder is the
+pipeline's own (data/image_io.py), so a file that passed cannot fail to decode later. Each readable file's
+SHA-256 and perceptual hash are kept (data/copies.py finds copies with them).
+
+Results are cached per file by size and modification time, so the second look at a dataset costs a `stat` and
+an `open` per file: the open makes sure a file made unreadable since is not hidden by the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import re
-import stat
 from concurrent.futures import ThreadPoolExecutor
-
-import tensorflow as tf
-from PIL import Image, UnidentifiedImageError
+from dataclasses import dataclass
 
 from cxr_keras.config import DEFAULT_MAX_PIXELS
-from cxr_keras.data.decode import decode_gray
-from cxr_keras.data.dicom import dicom_to_uint8, is_dicom_bytes
+from cxr_keras.data.copies import perceptual_hash
+from cxr_keras.data.image_io import ImageReadError, read_bytes, read_gray
 from cxr_keras.data.table import Dropped
 from cxr_keras.io_utils import atomic_writer, cache_dir
 
-TF_FORMATS = {"PNG", "JPEG", "BMP", "GIF"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Pillow decoder, content and perceptual hashes
 
 
-@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
-def _decoded_shape(contents: tf.Tensor) -> tf.Tensor:
-    return tf.shape(decode_gray(contents))
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies a readable file's content: its bytes (SHA-256) and its look (a 64-bit perceptual hash)."""
 
-
-def _inspect(path: str, data: bytes, max_pixels: int) -> tuple[str | None, int, int, bool]:
-    """Read one file's header from its bytes: (problem or None, width, height, fully decoded already?).
-
-    DICOM is decoded in full here (pydicom is the pipeline's DICOM decoder too), once its declared size is
-    under `max_pixels`; other formats only have their header read, so that an oversized image is refused before
-    anything decodes it.
-    """
-    if not data:
-        return "empty file (0 bytes)", 0, 0, False
-    if is_dicom_bytes(data) or path.lower().endswith(".dcm"):
-        try:
-            height, width = dicom_to_uint8(data, max_pixels).shape
-        except Exception as exc:  # any pydicom failure means the file is unusable
-            if "above the limit" in str(exc):
-                return f"DICOM image of {exc} (raise --max-pixels or downsample the file)", 0, 0, False
-            return f"unreadable DICOM: {exc}", 0, 0, False
-        return None, width, height, True
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            fmt = image.format
-    except Image.DecompressionBombError as exc:  # Pillow refuses before telling the size; its message has it
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-        return f"image has {size}, more than can be decoded safely: downsample the file", 0, 0, False
-    except UnidentifiedImageError:
-        return "not an image file (content is not PNG, JPEG, BMP, GIF or DICOM)", 0, 0, False
-    except Exception as exc:  # Pillow raises assorted errors on broken headers
-        return f"corrupt image header: {exc}", 0, 0, False
-    if fmt not in TF_FORMATS:
-        return f"unsupported image format {fmt}: convert it to PNG", width, height, False
-    return None, width, height, False
-
-
-def _decode_problem(data: bytes) -> str | None:
-    try:
-        _decoded_shape(tf.constant(data))
-    except tf.errors.OpError as exc:
-        return f"truncated or corrupt image: {exc.message.splitlines()[0][:200]}"
-    except Exception as exc:  # e.g. an error message TF cannot even decode: the file is unusable all the same
-        return f"truncated or corrupt image ({type(exc).__name__})"
-    return None
+    sha256: str
+    phash: int
 
 
 def _check(path: str, max_pixels: int) -> list:
-    """[problem or None, width, height, fully decoded?] for one file, read from disk once."""
+    """[problem or None, width, height, refused_at, sha256, phash] for one file, read from disk once;
+    `refused_at` is the pixel limit a file was refused under for its size (0 when it was not)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero or a pipe behind a symlink: never read it
-            return ["not a regular file (a device, pipe or folder)", 0, 0, False]
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        return [f"cannot read file: {exc.strerror or exc}", 0, 0, False]
-    problem, width, height, decoded = _inspect(path, data, max_pixels)
-    if problem is not None or decoded or width * height > max_pixels:
-        return [problem, width, height, decoded]
-    return [_decode_problem(data), width, height, True]
+        data = read_bytes(path)
+        image = read_gray(data, max_pixels)
+    except ImageReadError as exc:
+        return [str(exc), 0, 0, max_pixels if "above the limit" in str(exc) else 0, "", 0]
+    height, width = image.shape
+    return [None, width, height, False, hashlib.sha256(data).hexdigest(), perceptual_hash(image)]
 
 
 def _pixel_problem(width: int, height: int, max_pixels: int) -> str | None:
@@ -120,12 +74,17 @@ def verify_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     root: str | None = None,
     workers: int | None = None,
+    fingerprints: dict[str, Fingerprint] | None = None,
 ) -> tuple[list[str], list[Dropped]]:
-    """Split `paths` into (usable, dropped) by decoding each once; cached under `root`'s key when given."""
+    """Split `paths` into (usable, dropped) by decoding each once; cached under `root`'s key when given.
+
+    `fingerprints`, when given, is filled with each usable file's `Fingerprint`.
+    """
     cache_path = _cache_file(root) if root else None
     cache = _load_cache(cache_path) if cache_path else {}
-    stats = {p: os.stat(p) if os.path.exists(p) else None for p in paths}
-    todo = [p for p in paths if stats[p] is not None and not _cache_hit(cache.get(p), stats[p], max_pixels)]
+    stats = {p: _stat(p) for p in paths}
+    todo = [p for p in paths if isinstance(stats[p], os.stat_result)
+            and not _cache_hit(cache.get(p), stats[p], max_pixels)]
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         for path, result in zip(todo, pool.map(lambda p: _check(p, max_pixels), todo)):
@@ -139,21 +98,43 @@ def verify_files(
 
     usable, dropped = [], []
     for path in paths:
-        if stats[path] is None:
-            dropped.append(Dropped(path, "file not found"))
+        if not isinstance(stats[path], os.stat_result):
+            dropped.append(Dropped(path, stats[path]))
             continue
-        _, _, problem, width, height, _ = cache[path]
-        problem = problem or _pixel_problem(width, height, max_pixels)
+        _, _, problem, width, height, _, sha, phash = cache[path]
+        problem = problem or _pixel_problem(width, height, max_pixels) or (None if path in todo else _unreadable(path))
         if problem:
             dropped.append(Dropped(path, problem))
         else:
             usable.append(path)
+            if fingerprints is not None:
+                fingerprints[path] = Fingerprint(sha, phash)
     return usable, dropped
 
 
+def _stat(path: str) -> os.stat_result | str:
+    """The file's stat, or why there is none ("file not found", or a broken link or link loop)."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if os.path.islink(path):
+            return "broken symbolic link or link loop"
+        return "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read file: {exc.strerror or exc}"
+
+
+def _unreadable(path: str) -> str | None:
+    """Why a file the cache passed cannot be opened now (its permissions changed), else None."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror or exc}"
+
+
 def _cache_hit(entry: list | None, st: os.stat_result, max_pixels: int) -> bool:
-    """A cached result stands if the file is unchanged and was decoded (or is still too large to decode)."""
-    if entry is None or entry[0] != st.st_size or entry[1] != st.st_mtime_ns:
+    """A cached result stands if the file is unchanged, unless it was refused as too large and the limit is
+    now high enough to decode it."""
+    if entry is None or len(entry) != 8 or entry[0] != st.st_size or entry[1] != st.st_mtime_ns:
         return False
-    _, _, problem, width, height, decoded = entry
-    return decoded or problem is not None or width * height > max_pixels
+    refused_at = entry[5]
+    return not refused_at or max_pixels <= refused_at
