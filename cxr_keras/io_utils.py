@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import threading
@@ -86,9 +87,11 @@ class OutputExists(ValueError):
     """An --out that holds earlier results, given without --overwrite."""
 
 
-def check_out(path: str, overwrite: bool, folder: bool = True) -> None:
+def check_out(path: str, overwrite: bool, folder: bool = True, data: list[str] | tuple[str, ...] = ()) -> None:
     """The one --out policy of every command: a new or empty folder (a new file), or --overwrite to write over
-    earlier results (files of the same name are replaced, each atomically; nothing else is deleted)."""
+    earlier results (files of the same name are replaced, each atomically; nothing else is deleted); never inside
+    a `data` folder the command reads; writable, checked before any work."""
+    check_outside_data(path, data)
     if folder and os.path.isfile(path):
         raise OutputExists(f"--out {path} is a file; give a folder")
     if not folder and os.path.isdir(path):
@@ -97,3 +100,49 @@ def check_out(path: str, overwrite: bool, folder: bool = True) -> None:
     if taken and not overwrite:
         raise OutputExists(f"--out {path} already exists{' and is not empty' if folder else ''}; choose a new "
                            f"{'folder' if folder else 'file'} or pass --overwrite")
+    check_writable(path, folder)
+
+
+def check_outside_data(path: str, data: list[str] | tuple[str, ...], option: str = "--out") -> None:
+    """Refuse an output inside a data folder: what it writes would be read as data next time (a folder of
+    figures as a new class, a predictions CSV as the label CSV)."""
+    target = os.path.realpath(path)
+    for folder in data:
+        if folder and os.path.isdir(folder):
+            root = os.path.realpath(folder)
+            if os.path.commonpath([target, root]) == root:
+                raise OutputExists(f"{option} {path} is inside the data folder {folder}: what it writes would be read "
+                                   "as data next time (a new class, a label CSV); write it elsewhere")
+
+
+WRITE_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device: free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.EROFS: "a read-only file system: write elsewhere",
+    errno.EACCES: "permission denied: write in a folder of yours",
+    errno.EPERM: "permission denied: write in a folder of yours",
+}
+
+
+class OutputNotWritable(ValueError):
+    """An output path this process cannot write; the message names it and why."""
+
+
+def write_problem(exc: OSError) -> str | None:
+    """What a failed write means for the user (full disk, read-only, not theirs), or None for other errors."""
+    return WRITE_PROBLEMS.get(exc.errno)
+
+
+def check_writable(path: str, folder: bool = True) -> None:
+    """Refuse an --out that cannot be written (read-only, full, not ours) before any work: a probe file is made
+    and removed in the folder, or in its nearest existing parent when the folder does not exist yet."""
+    target = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(target):
+        target = os.path.dirname(target)
+    try:
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".cxr-write-check-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputNotWritable(f"--out {path}: cannot write in {target} "
+                                f"({write_problem(exc) or exc.strerror or exc})") from None

@@ -71,11 +71,9 @@ class Predictor:
             self._run = lambda x: next(iter(serving(image=tf.constant(x)).values())).numpy()
         else:
             _tensorflow(model_path)
-            import keras
+            from cxr_keras.models.saving import load_model
 
-            import cxr_keras.models.losses  # noqa: F401  (custom loss registration)
-
-            model = keras.models.load_model(model_path, compile=False)
+            model = load_model(model_path, compile=False)[0]
             self.image_size = tuple(model.input_shape[1:3])
             self._run = lambda x: np.asarray(model(x, training=False))
 
@@ -140,8 +138,9 @@ def predict_files(model_path: str, images: list[str], out_csv: str, batch_size: 
                 continue
             if image.shape != (height, width):
                 if not resized:  # said once, not once per image
+                    how = "stretched" if resize == "stretch" else "fitted and padded"
                     print(f"note: {path} is {image.shape[1]}x{image.shape[0]} px; images of another size than the "
-                          f"model's {width}x{height} are resized to it ({resize}), as in training", file=sys.stderr)
+                          f"model's {width}x{height} are {how} to it, as in training", file=sys.stderr)
                 resized += 1
             batch.append(to_pixels(image, predictor.image_size, resize))
             readable.append(path)
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Predict as the parsed options say; 0, or 2 with one line on stderr for an expected failure."""
     try:
-        check_out(args.out, args.overwrite, folder=False)
+        check_out(args.out, args.overwrite, folder=False, data=args.images)
         counts = predict_files(args.model, args.images, args.out, args.batch_size, args.threads,
                                verify=not args.no_verify, max_pixels=args.max_pixels)
     except (ValueError, FileNotFoundError) as exc:

@@ -33,6 +33,7 @@ from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
 from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.mixup import mix_batches
 from cxr_keras.data.pipeline import dataset_for_split
+from cxr_keras.data.report import data_summary
 from cxr_keras.data.splits import (
     SplitError,
     apply_saved_splits,
@@ -43,7 +44,7 @@ from cxr_keras.data.splits import (
 )
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate.plots import plot_history
-from cxr_keras.io_utils import atomic_writer
+from cxr_keras.io_utils import atomic_writer, check_outside_data, check_writable
 from cxr_keras.models.clahe import CLAHE
 from cxr_keras.models.factory import build_model, check_request, loss_for, metrics_for
 from cxr_keras.models.finetune import (
@@ -55,7 +56,7 @@ from cxr_keras.models.finetune import (
 )
 from cxr_keras.models.memory import training_bytes
 from cxr_keras.models.saving import load_model, save_model, saved_state
-from cxr_keras.models.weights import init_from_model, is_pretrained, resolve_weights
+from cxr_keras.models.weights import check_init_from, init_from_model, is_pretrained, resolve_weights
 from cxr_keras.runtime import is_chief, make_strategy, precision, seed_everything, versions
 
 
@@ -93,10 +94,13 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             config = dataclasses.replace(config, model=dataclasses.replace(config.model))
             entry = check_request(config.model.backbone, config.data.image_size)
             _check_memory(config)
+            if config.model.init_from:
+                check_init_from(config.model.init_from)
             config.model.weights, application = resolve_weights(
                 entry, config.model.weights, (config.data.image_size, config.data.image_size, 3))
             data = config.data
             table = _split(_read_data(config), data)
+            _say(quiet, data_summary(table))
             _weighting(config, table)
             run_dir = _new_run_dir(config, run_dir, table, hold)
         seed_everything(config.train.seed, config.train.deterministic)
@@ -237,35 +241,32 @@ def _say(quiet: bool, message: str) -> None:
 
 
 STUB = {"config.json", "splits.csv", "dropped.csv", "tensorboard"}  # what a start leaves before its first epoch
+CHECKPOINTS = ("last.keras", "best.keras", "state.json")  # a folder with one of these holds a completed epoch
 
 
 def _new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTable,
                  hold: contextlib.ExitStack) -> str:
     """A new run folder with config.json, splits.csv (and dropped.csv), held by this process (see
-    `_only_process`); the folder of a start that failed before its first epoch ended (nothing but STUB in it) is
-    reused."""
+    `_only_process`). The folder of a start that failed before any epoch was saved (a kill, a full disk at the first
+    checkpoint: nothing but STUB and an unsaved epoch's history.csv in it) is reused."""
     run_dir = run_dir or os.path.join(config.runs_dir, f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError(f"run directory {run_dir} is a file; choose another --run-dir")
+    check_outside_data(run_dir, [config.data.data_dir, config.data.images_dir or ""], "the run folder")
+    check_writable(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     hold.enter_context(_only_process(run_dir))
-    if {n for n in os.listdir(run_dir) if not n.startswith(".")} - STUB - _empty_history(run_dir):
+    names = {n for n in os.listdir(run_dir) if not n.startswith(".")}
+    saved = any(os.path.exists(os.path.join(run_dir, name)) for name in CHECKPOINTS)
+    if saved or names - STUB - {"history.csv"}:
         raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
                        "choose another name, or --resume it")
+    _repair_after_kill(run_dir, 0)  # history rows of an epoch that was never saved, temporary files
     config.save(os.path.join(run_dir, "config.json"), versions=versions())
     save_splits(table, os.path.join(run_dir, "splits.csv"))
     if table.dropped:
         write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))
     return run_dir
-
-
-def _empty_history(run_dir: str) -> set[str]:
-    """{"history.csv"} when it holds no epoch yet (a start killed during its first epoch), else nothing."""
-    path = os.path.join(run_dir, "history.csv")
-    if not os.path.isfile(path):
-        return set()
-    with open(path) as f:
-        return {"history.csv"} if len(f.read().strip().splitlines()) <= 1 else set()
 
 
 @contextlib.contextmanager
@@ -322,7 +323,8 @@ def _config_for_resume(run_dir: str, config: ExperimentConfig | None) -> Experim
     state_path = os.path.join(run_dir, "state.json")
     if not os.path.exists(os.path.join(run_dir, "last.keras")) or not (
             os.path.exists(state_path) or _checkpoint_state(run_dir)):  # a kill before the first state.json
-        raise RunError(f"{run_dir} has no completed epoch to resume from (no state.json / last.keras)")
+        raise RunError(f"{run_dir} has no completed epoch to resume from (no state.json / last.keras); start it "
+                       f"again with --run-dir {run_dir} (the folder is reused)")
     saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
     if os.path.exists(state_path) and _read_state(run_dir).get("complete"):
         raise RunError(f"run {run_dir} is already complete; start a new run to train more")

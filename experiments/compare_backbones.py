@@ -120,4 +120,8 @@ def write_comparison(rows: list[dict], out: str, budget: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cxr_keras.cli.errors import report_errors
+
+    sys.exit(report_errors(main))

@@ -183,4 +183,8 @@ def format_summary(s: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cxr_keras.cli.errors import report_errors
+
+    sys.exit(report_errors(main))

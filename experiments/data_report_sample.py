@@ -42,4 +42,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cxr_keras.cli.errors import report_errors
+
+    sys.exit(report_errors(main))

@@ -60,12 +60,15 @@ def main(argv: list[str] | None = None) -> str | None:
                 for k, w in stress["worst"].items() if k in ("roc_auc", "sensitivity", "specificity")))
             print("  Validation and test come from the training data's own cohort: expect lower figures elsewhere "
                   "(docs/results.md).")
-        explain_and_export(run_dir)
+        out = explain_and_export(run_dir)
         print(f"\nEverything of this run is in {os.path.abspath(run_dir)}:\n"
               "  best.keras (+ best.json with the threshold), history.csv, curves.png, splits.csv, config.json,\n"
               "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, ROC, PR, confusion, threshold sweep,\n"
               "  reliability, failure examples with Grad-CAM), evaluation/stress/ (the shift stress test),\n"
               "  gradcam/ (heat maps of test images)")
+        print(f"\nNext: score your own films with the int8 export (the edge install runs it too):\n"
+              f"  cxr predict --model {os.path.join(out, 'model_int8.tflite')} --images YOUR_FOLDER "
+              "--out predictions.csv")
     return run_dir
 
 
@@ -85,4 +88,8 @@ def choose_imagenet_backbone(args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cxr_keras.cli.errors import report_errors
+
+    sys.exit(report_errors(main))

@@ -151,4 +151,8 @@ def targets_met(result: dict) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cxr_keras.cli.errors import report_errors
+
+    sys.exit(report_errors(main))

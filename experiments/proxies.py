@@ -299,4 +299,8 @@ def variants_table(runs: list[str], rule: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cxr_keras.cli.errors import report_errors
+
+    sys.exit(report_errors(main))

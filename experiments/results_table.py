@@ -140,4 +140,8 @@ def plot_rocs(rows: list[dict], path: str, zoom: tuple[float, float] | None = No
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cxr_keras.cli.errors import report_errors
+
+    sys.exit(report_errors(main))

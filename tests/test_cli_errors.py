@@ -122,7 +122,7 @@ def test_a_file_that_is_no_model_and_broken_metadata_are_named(setup, tmp_path, 
     garbage = tmp_path / "bad.keras"
     garbage.write_bytes(b"not a zip")
     assert main(["evaluate", "--model", str(garbage), "--data-dir", data, "--out", str(tmp_path / "e")]) == 2
-    assert "bad.keras is not a readable Keras model" in capsys.readouterr().err
+    assert f"not a readable Keras model: {garbage} (truncated or corrupt)" in capsys.readouterr().err
     import shutil
 
     shutil.copy(model, tmp_path / "m.keras")

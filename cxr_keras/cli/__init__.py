@@ -10,10 +10,9 @@ import os
 import sys
 
 from cxr_keras.cli import data_report, ensemble, evaluate, export, gradcam, predict, synth, train
+from cxr_keras.cli.errors import EXPECTED, report_errors
 
-# DataError, SplitError, WeightsError, ExportError, OutputExists... are ValueErrors; the OSErrors are a file
-# the user named that is missing, in the way or not theirs to read.
-EXPECTED = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+__all__ = ["EXPECTED", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +51,4 @@ def import_tensorflow_quietly() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help and usage errors end here, before TensorFlow starts
     import_tensorflow_quietly()
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130  # what was interrupted has said how to go on; no traceback for a Ctrl-C
-    except EXPECTED as exc:  # messages written for the user; anything else keeps its traceback
-        if os.environ.get("CXR_KERAS_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return report_errors(lambda: args.func(args))

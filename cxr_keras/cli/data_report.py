@@ -27,10 +27,10 @@ def cmd_data_report(args: argparse.Namespace) -> int:
     from cxr_keras.data.report import format_report, write_report
     from cxr_keras.data.splits import save_splits, split_table
 
-    check_out(args.out, args.overwrite)
     args.data_dir = args.data_dir or args.data_dir_option
     if not args.data_dir:
         raise ValueError("say which dataset to report on: cxr data-report DIR (or --data-dir DIR)")
+    check_out(args.out, args.overwrite, data=[args.data_dir, args.images_dir or ""])
     table = load_from_args(args)
     if args.split:
         table = split_table(table, tuple(args.split_ratios), seed=args.seed, keep_existing=not args.resplit)

@@ -101,7 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("error: give --run RUN_DIR, or --model MODEL and --data-dir DIR", file=sys.stderr)
         return 2
     args.out = args.out or "evaluation"
-    check_out(args.out, args.overwrite)
+    check_out(args.out, args.overwrite, data=[args.data_dir, args.images_dir or ""])
     metrics = _evaluate_model(args)
     if metrics.get("dropped"):
         print(f"{metrics['dropped']['count']} unreadable files left out: see {args.out}/dropped.csv")

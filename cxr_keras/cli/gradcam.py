@@ -41,7 +41,7 @@ def cmd_gradcam(args: argparse.Namespace) -> int:
     from cxr_keras.evaluate.explain import ExplainOptions, explain
     from cxr_keras.predict import image_paths
 
-    check_out(args.out, args.overwrite)
+    check_out(args.out, args.overwrite, data=args.images)
     missing = [item for item in args.images if not os.path.exists(item)]
     if missing:
         raise ValueError(f"--images {missing[0]} does not exist")

@@ -17,6 +17,35 @@ def images_per_patient(table: ImageTable) -> Counter:
     return Counter(per_patient.values())
 
 
+def data_summary(table: ImageTable, shown: int = 3) -> str:
+    """What a run prints about its data before training: layout and notes, classes with counts, split sizes, and
+    the files dropped (the first `shown` named, then the count)."""
+    lines = [f"Data {table.root}: {len(table):,} images, task {table.task}",
+             *[f"  {note}" for note in table.notes],
+             "  classes: " + ", ".join(f"{name} {count:,}" for name, count in table.class_counts().items())]
+    for split, counts in sorted(table.split_counts().items(), key=lambda item: _SPLIT_ORDER.get(item[0], 9)):
+        n = sum(1 for s in table.splits if (s or "unsplit") == split)
+        lines.append(f"  {split}: {n:,} images (" + ", ".join(f"{c} {counts[c]:,}" for c in table.classes) + ")")
+    if table.dropped:
+        lines.append(f"  dropped: {len(table.dropped):,} files")
+        lines += [f"    {d.path}: {d.reason}" for d in table.dropped[:shown]]
+        if len(table.dropped) > shown:
+            lines.append(f"    ... and {len(table.dropped) - shown:,} more (dropped.csv)")
+    return "\n".join(lines)
+
+
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def copy_groups(table: ImageTable) -> list[list[str]]:
+    """The paths of each group of copies (data/copies.py), in table order."""
+    groups: dict[str, list[str]] = {}
+    for path, name in zip(table.paths, table.meta.get("copy_group") or []):
+        if name:
+            groups.setdefault(name, []).append(path)
+    return list(groups.values())
+
+
 def format_report(table: ImageTable) -> str:
     """A plain-text report: layout, task, counts per class and split, patients, dropped files."""
     lines = [f"Dataset {table.root}", *[f"  {n}" for n in table.notes],
@@ -38,6 +67,12 @@ def format_report(table: ImageTable) -> str:
         counts = np.repeat(list(per_patient), list(per_patient.values()))
         lines.append(f"Images per patient: min {counts.min()}, median {np.median(counts):g}, max {counts.max()}; "
                      + ", ".join(f"{k} image(s): {v:,}" for k, v in sorted(per_patient.items())[:8]))
+    groups = copy_groups(table)
+    lines.append(f"Copies: {len(groups):,} groups of byte-identical or near-identical images (each kept in one split)")
+    for group in groups[:20]:
+        lines.append("  " + " = ".join(group))
+    if len(groups) > 20:
+        lines.append(f"  ... {len(groups) - 20:,} more groups")
     lines.append(f"Dropped: {len(table.dropped):,} files")
     for reason, n in Counter(d.reason.split(":")[0] for d in table.dropped).most_common():
         lines.append(f"  {n:6,d}  {reason}")

@@ -144,7 +144,9 @@ def truth(table: ImageTable, spec: ModelSpec) -> np.ndarray:
     unknown = sorted(set(table.classes) - set(spec.classes))
     if unknown:
         raise ValueError(f"the data has classes {unknown} that the model does not know (model classes: "
-                         f"{spec.classes}); pass --class-names in the model's output order")
+                         f"{spec.classes}); map each to one of the model's with --class-map DATA_CLASS=MODEL_CLASS "
+                         f"(e.g. --class-map {unknown[0]}={spec.classes[0]}), or leave it out with "
+                         f"--class-map {unknown[0]}=-")
     labels = np.zeros((len(table), len(spec.classes)))
     for k, name in enumerate(table.classes):
         labels[:, spec.classes.index(name)] = table.labels[:, k]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -29,7 +30,8 @@ def stress_test(model: keras.Model, spec: ModelSpec, paths: list[str], y: np.nda
     if unknown:
         raise ValueError(f"unknown --stress-shifts {unknown}; choose from {', '.join(SHIFTS)}")
     images = decode_all(paths, spec.image_size)
-    progress = keras.utils.Progbar(1 + len(shifts) * len(strengths), unit_name="condition")
+    progress = keras.utils.Progbar(1 + len(shifts) * len(strengths), unit_name="condition",
+                                   verbose=1 if sys.stdout.isatty() else 2)  # plain lines in a log file
     rows = [{"shift": "none", "strength": 0.0,
              **summary_at_threshold(spec.task, y, score_pixels(model, images, spec, batch_size), threshold)}]
     progress.add(1)

@@ -64,10 +64,26 @@ def load_metadata(model_path: str) -> dict | None:
         raise ValueError(f"{path}, the metadata of {model_path}, is not valid JSON ({exc})") from None
 
 
+def check_keras_archive(path: str) -> None:
+    """Refuse a .keras file that is not a complete archive (truncated by a full disk or a half-finished copy,
+    or not a .keras file at all) in one line, before Keras says "File not found" about a file that exists."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        broken = str(exc) or "unreadable"
+    if broken is not None:
+        raise ValueError(f"not a readable Keras model: {path} (truncated or corrupt); save or copy it again")
+
+
 def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | None]:
     """A model saved by `save_model` (or any .keras file) and its metadata (None when there is none)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist")
+    if path.endswith(".keras"):
+        check_keras_archive(path)
     import cxr_keras.models  # noqa: F401  (registers the toolkit's layers and loss for deserialisation)
 
     try:

@@ -152,6 +152,18 @@ def resolve_weights(entry: Backbone, weights: str | None,
 HEAD = "predictions"  # the factory's output layer; the one part a model for other classes cannot reuse
 
 
+def check_init_from(path: str) -> None:
+    """--init-from names a complete .keras file (checked before the run folder is made)."""
+    from cxr_keras.models.saving import check_keras_archive
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"--init-from {path}: no such model file; give an earlier run's best.keras")
+    try:
+        check_keras_archive(path)
+    except ValueError as exc:
+        raise WeightsError(f"--init-from: {exc}") from None
+
+
 def init_from_model(model: keras.Model, path: str, classes: list[str]) -> str:
     """Start `model` from the weights of an earlier run's .keras model with the same backbone, at any input size.
 

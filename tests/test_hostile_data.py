@@ -1,0 +1,227 @@
+"""Data folders as a hostile reading finds them (issue 26): what used to train on wrong labels without a word is
+refused or folded with a line that says so; files that are not what their names say are read or named."""
+
+import os
+
+import numpy as np
+import pytest
+from helpers import gradient, write_dicom, write_image
+from PIL import Image
+
+from cxr_keras.data import verify
+from cxr_keras.data.copies import find_copies, perceptual_hash
+from cxr_keras.data.image_io import load_gray, read_bytes, read_gray
+from cxr_keras.data.records import DataError
+from cxr_keras.data.sources import load_dataset
+from cxr_keras.data.splits import SplitError, check_classes_in_splits, split_table
+
+
+def _noise(seed, size=48):
+    return np.random.default_rng(seed).integers(0, 256, (size, size)).astype(np.uint8)
+
+
+def _film(seed, size=48):
+    """A smooth random image, as films are at low frequencies (noise would change its hash with any resize)."""
+    coarse = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8)).astype(np.uint8))
+    return np.asarray(coarse.resize((size, size), Image.BILINEAR))
+
+
+def _csv_data(root, header, rows, names=None):
+    for k, name in enumerate(names or [r.split(",")[0] for r in rows]):
+        write_image(str(root / name), _noise(k))
+    (root / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return str(root / "labels.csv")
+
+
+# row 1
+def test_a_csv_naming_the_label_column_twice_is_refused(tmp_path):
+    csv_path = _csv_data(tmp_path, "path,label,label", ["a.png,NORMAL,PNEUMONIA", "b.png,PNEUMONIA,NORMAL"])
+    with pytest.raises(DataError, match="the header names column 'label' 2 times"):
+        load_dataset(str(tmp_path), csv_path=csv_path)
+
+
+# row 2
+def test_labels_that_differ_in_case_or_spacing_are_one_class_said_once(tmp_path):
+    rows = ["a.png,NORMAL", "b.png,Normal", "c.png,normal ", "d.png,PNEUMONIA", "e.png,pneumonia", "f.png,NORMAL"]
+    csv_path = _csv_data(tmp_path, "path,label", rows)
+    table = load_dataset(str(tmp_path), csv_path=csv_path)
+    assert table.classes == ["NORMAL", "PNEUMONIA"] and table.task == "binary"
+    assert table.class_counts() == {"NORMAL": 4, "PNEUMONIA": 2}
+    fold = next(n for n in table.notes if "differ only in case" in n)
+    assert "'Normal' (1) -> 'NORMAL'" in fold and "'pneumonia' (1) -> 'PNEUMONIA'" in fold
+    assert "--keep-label-case" in fold
+    kept = load_dataset(str(tmp_path), csv_path=csv_path, keep_label_case=True)
+    assert kept.classes == ["NORMAL", "Normal", "PNEUMONIA", "normal", "pneumonia"]
+
+
+def test_class_folders_that_differ_in_case_are_one_class(tmp_path):
+    for k, folder in enumerate(["NORMAL", "normal", "PNEUMONIA"]):
+        for i in range(2):
+            write_image(str(tmp_path / folder / f"{k}{i}.png"), _noise(10 * k + i))
+    table = load_dataset(str(tmp_path))
+    assert table.classes == ["NORMAL", "PNEUMONIA"] and table.class_counts() == {"NORMAL": 4, "PNEUMONIA": 2}
+
+
+# row 3
+def test_a_bare_file_name_found_in_two_folders_is_ambiguous(tmp_path):
+    write_image(str(tmp_path / "NORMAL" / "x.png"), _noise(1))
+    write_image(str(tmp_path / "PNEUMONIA" / "x.png"), _noise(2))
+    write_image(str(tmp_path / "PNEUMONIA" / "y.png"), _noise(3))
+    (tmp_path / "labels.csv").write_text("path,label\nx.png,NORMAL\ny.png,PNEUMONIA\n")
+    with pytest.raises(DataError, match=r"line 2: x.png is ambiguous, 2 files .* \(NORMAL/x.png, PNEUMONIA/x.png\)"):
+        load_dataset(str(tmp_path), csv_path=str(tmp_path / "labels.csv"))
+
+
+# row 4
+def test_byte_identical_copies_under_two_classes_are_refused_or_dropped(tmp_path):
+    for k in range(4):
+        write_image(str(tmp_path / "NORMAL" / f"n{k}.png"), _noise(k))
+        write_image(str(tmp_path / "PNEUMONIA" / f"p{k}.png"), _noise(100 + k))
+    write_image(str(tmp_path / "PNEUMONIA" / "copy.png"), _noise(0))  # n0.png's bytes, another label
+    with pytest.raises(DataError, match=r"n0.png \(NORMAL\) and .*copy.png \(PNEUMONIA\) are the same file"):
+        load_dataset(str(tmp_path))
+    table = load_dataset(str(tmp_path), copy_conflicts="drop")
+    assert len(table) == 7 and not any(p.endswith(("n0.png", "copy.png")) for p in table.paths)
+    reasons = {os.path.basename(d.path): d.reason for d in table.dropped}
+    assert set(reasons) == {"n0.png", "copy.png"} and "byte-identical copy of" in reasons["copy.png"]
+
+
+def test_copies_under_one_label_share_a_split_group_and_the_report_lists_them(tmp_path):
+    from cxr_keras.data.report import format_report
+
+    for k in range(12):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            write_image(str(tmp_path / cls / f"patient{cls[0]}{k:02d}_0.png"), _film(k + (50 if cls[0] == "P" else 0)))
+    Image.fromarray(_film(3)).save(tmp_path / "NORMAL" / "patientX99_0.jpg", quality=85)  # re-encoded copy
+    write_image(str(tmp_path / "NORMAL" / "patientY98_0.png"), _film(5))  # identical bytes, another patient
+    table = load_dataset(str(tmp_path))
+    groups = table.group_ids()
+    position = {os.path.basename(p): g for p, g in zip(table.paths, groups)}
+    assert position["patientN03_0.png"] == position["patientX99_0.jpg"]
+    assert position["patientN05_0.png"] == position["patientY98_0.png"]
+    assert len(set(groups)) == 24  # 26 files, two joined to a copy
+    for seed in range(5):
+        split = split_table(table, (0.5, 0.25, 0.25), seed=seed)
+        where = {os.path.basename(p): s for p, s in zip(split.paths, split.splits)}
+        assert where["patientN03_0.png"] == where["patientX99_0.jpg"]
+        assert where["patientN05_0.png"] == where["patientY98_0.png"]
+    report = format_report(table)
+    assert "Copies: 2 groups" in report and "patientY98_0.png" in report
+
+
+def test_copies_across_the_datas_own_split_are_a_warning(tmp_path):
+    for s, split in enumerate(("train", "val", "test")):
+        for c, cls in enumerate(("NORMAL", "PNEUMONIA")):
+            for k in range(3):
+                write_image(str(tmp_path / split / cls / f"{split}{cls}{k}.png"), _noise(100 * s + 10 * c + k))
+    write_image(str(tmp_path / "test" / "NORMAL" / "leak.png"), _noise(0))  # trainNORMAL0.png's bytes
+    table = split_table(load_dataset(str(tmp_path)))
+    warning = next(n for n in table.notes if "copies of one film in two splits" in n)
+    assert "leak.png (test)" in warning or "trainNORMAL0.png (train)" in warning
+
+
+def test_perceptual_hash_joins_re_encoded_copies_and_keeps_real_films_apart():
+    film = np.array(Image.fromarray(_noise(7, 128)).resize((128, 128)))
+    smooth = np.array(Image.fromarray(film).resize((32, 32)).resize((128, 128), Image.BILINEAR))
+    other = np.array(Image.fromarray(_noise(8, 32)).resize((128, 128), Image.BILINEAR))
+    smaller = np.array(Image.fromarray(smooth).resize((100, 100), Image.BILINEAR))
+    hashes = [perceptual_hash(x) for x in (smooth, smaller, other)]
+    groups = find_copies(["a", "b", "c"], hashes)
+    assert [g.rows for g in groups] == [(0, 1)] and not groups[0].identical
+    assert [(g.rows, g.identical) for g in find_copies(["same", "same", "c"], [hashes[2], hashes[2], hashes[0]])
+            ] == [((0, 1), True)]
+
+
+def test_kermany_train_has_copies_only_within_a_patient():
+    from conftest import shared_dataset
+
+    table = load_dataset(shared_dataset("kermany", "train"))
+    groups = {}
+    for path, patient, group in zip(table.paths, table.patients, table.meta["copy_group"]):
+        if group:
+            groups.setdefault(group, set()).add(patient)
+    assert len(groups) >= 20 and all(len(patients) == 1 for patients in groups.values())
+
+
+# row 9
+def test_a_file_made_unreadable_after_the_cache_saw_it_is_dropped(tmp_path, monkeypatch):
+    for cls in ("A", "B"):
+        for k in range(2):
+            write_image(str(tmp_path / cls / f"{k}.png"), _noise(k + (9 if cls == "B" else 0)))
+    assert len(load_dataset(str(tmp_path))) == 4
+    victim = str(tmp_path / "A" / "0.png")
+    real_open = open
+
+    def denied(path, *args, **kwargs):  # root reads a chmod-000 file; plant what every other user gets
+        if os.fspath(path) == victim:
+            raise PermissionError(13, "Permission denied", victim)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    table = load_dataset(str(tmp_path))
+    assert len(table) == 3
+    assert [(d.path, d.reason) for d in table.dropped] == [(victim, "cannot read file: Permission denied")]
+
+
+# row 11
+def test_a_class_missing_from_validation_is_refused(tmp_path):
+    for k in range(10):
+        write_image(str(tmp_path / "PNEUMONIA" / f"patient{k:02d}_0.png"), _noise(k))
+    write_image(str(tmp_path / "NORMAL" / "patient99_0.png"), _noise(99))
+    table = split_table(load_dataset(str(tmp_path)), (0.6, 0.2, 0.2), seed=1)
+    with pytest.raises(SplitError, match=r"split has no NORMAL image \(the data has 1 in all, from 1 patient"):
+        check_classes_in_splits(table)
+
+
+# row 12
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path):
+    upright = gradient(40, 60)  # wide
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # saved on its side (60 x 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    path = str(tmp_path / "side.jpg")
+    stored.save(path, exif=exif, quality=100)
+    image = read_gray(read_bytes(path))
+    assert image.shape == (40, 60)
+    assert np.abs(image.astype(int) - upright).mean() < 3  # the ramp runs left to right again
+
+
+# row 13
+@pytest.mark.parametrize("encoding,separator", [("utf-8-sig", ","), ("utf-8", ";"), ("utf-8-sig", "\t")])
+def test_excel_csvs_with_a_byte_order_mark_or_semicolons_are_read(tmp_path, encoding, separator):
+    for k, name in enumerate(["a.png", "b.png", "c.png", "d.png"]):
+        write_image(str(tmp_path / name), _noise(k))
+    rows = ["path,label", "a.png,NORMAL", "b.png,PNEUMONIA", "c.png,NORMAL", "d.png,PNEUMONIA"]
+    text = "\r\n".join(row.replace(",", separator) for row in rows) + "\r\n"
+    (tmp_path / "labels.csv").write_bytes(text.encode(encoding))
+    table = load_dataset(str(tmp_path), csv_path=str(tmp_path / "labels.csv"))
+    assert table.class_counts() == {"NORMAL": 2, "PNEUMONIA": 2}
+
+
+# row 14
+def test_tiff_webp_gif_and_dicom_under_any_name_are_read(tmp_path):
+    (tmp_path / "NORMAL").mkdir()
+    for k, fmt in enumerate(["tif", "webp", "gif"]):
+        Image.fromarray(_noise(k)).save(tmp_path / "NORMAL" / f"n.{fmt}", **({"lossless": True} if fmt == "webp" else {}))
+    raw = (np.arange(48 * 48).reshape(48, 48) % 997 * 4).astype(np.uint16)
+    write_dicom(str(tmp_path / "PNEUMONIA" / "scan.dicom"), raw)
+    write_dicom(str(tmp_path / "PNEUMONIA" / "IM0001"), raw + 7)
+    write_dicom(str(tmp_path / "PNEUMONIA" / "scan2.dcm"), raw + 11)
+    (tmp_path / "PNEUMONIA" / "README.txt").write_text("not a film")
+    table = load_dataset(str(tmp_path))
+    names = sorted(os.path.basename(p) for p in table.paths)
+    assert names == ["IM0001", "n.gif", "n.tif", "n.webp", "scan.dicom", "scan2.dcm"]
+    assert [os.path.basename(d.path) for d in table.dropped] == ["README.txt"]
+    assert any("1 files in class folders are not images" in n for n in table.notes)
+    for name in ("n.tif", "n.webp"):  # lossless: the pixels themselves
+        np.testing.assert_array_equal(load_gray(str(tmp_path / "NORMAL" / name), (48, 48))[..., 0],
+                                      _noise(["tif", "webp"].index(name.split(".")[1])))
+
+
+def test_the_verification_cache_holds_content_fingerprints(tmp_path):
+    paths = [write_image(str(tmp_path / c / "x.png"), _noise(k)) for k, c in enumerate("AB")]
+    fingerprints = {}
+    usable, _ = verify.verify_files(paths, root=str(tmp_path), fingerprints=fingerprints)
+    again = {}
+    verify.verify_files(paths, root=str(tmp_path), fingerprints=again)  # from the cache
+    assert usable == paths and fingerprints == again and len({f.sha256 for f in again.values()}) == 2
