@@ -146,3 +146,19 @@ def check_writable(path: str, folder: bool = True) -> None:
     except OSError as exc:
         raise OutputNotWritable(f"--out {path}: cannot write in {target} "
                                 f"({write_problem(exc) or exc.strerror or exc})") from None
+
+
+def check_keras_archive(path: str) -> None:
+    """Refuse a .keras file that is not a complete archive (truncated by a full disk or a half-finished copy,
+    or not a .keras file at all) in one line, before Keras says "File not found" about a file that exists."""
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        broken = str(exc) or "unreadable"
+    if broken is not None:
+        raise ValueError(f"not a readable Keras model: {path} (truncated or corrupt); save or copy it again")

@@ -22,7 +22,7 @@ import numpy as np
 from cxr_keras.config import DEFAULT_MAX_PIXELS
 from cxr_keras.data.image_io import IMAGE_EXTENSIONS, is_image_name
 from cxr_keras.edge import CARD, TFLiteModel, open_gray, to_pixels, verify_artifact
-from cxr_keras.io_utils import atomic_writer, check_out
+from cxr_keras.io_utils import atomic_writer, check_keras_archive, check_out
 
 MASK_FOLDER = "masks"  # COVID-QU-Ex and COVID-19 Radiography keep lung masks in <class>/masks/
 
@@ -54,6 +54,8 @@ class Predictor:
     def __init__(self, model_path: str, threads: int = 2, verify: bool = True):
         if not os.path.exists(model_path):
             raise FileNotFoundError(f"model {model_path} does not exist; give a .keras, SavedModel or .tflite path")
+        if model_path.endswith(".keras"):
+            check_keras_archive(model_path)
         self.metadata, card_dir = find_metadata(model_path)
         if card_dir and verify:
             verify_artifact(card_dir, self.metadata, model_path)

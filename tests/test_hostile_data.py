@@ -137,7 +137,7 @@ def test_kermany_train_has_copies_only_within_a_patient():
 
     table = load_dataset(shared_dataset("kermany", "train"))
     groups = {}
-    for path, patient, group in zip(table.paths, table.patients, table.meta["copy_group"]):
+    for patient, group in zip(table.patients, table.meta["copy_group"]):
         if group:
             groups.setdefault(group, set()).add(patient)
     assert len(groups) >= 20 and all(len(patients) == 1 for patients in groups.values())
@@ -202,7 +202,8 @@ def test_excel_csvs_with_a_byte_order_mark_or_semicolons_are_read(tmp_path, enco
 def test_tiff_webp_gif_and_dicom_under_any_name_are_read(tmp_path):
     (tmp_path / "NORMAL").mkdir()
     for k, fmt in enumerate(["tif", "webp", "gif"]):
-        Image.fromarray(_noise(k)).save(tmp_path / "NORMAL" / f"n.{fmt}", **({"lossless": True} if fmt == "webp" else {}))
+        options = {"lossless": True} if fmt == "webp" else {}
+        Image.fromarray(_noise(k)).save(tmp_path / "NORMAL" / f"n.{fmt}", **options)
     raw = (np.arange(48 * 48).reshape(48, 48) % 997 * 4).astype(np.uint16)
     write_dicom(str(tmp_path / "PNEUMONIA" / "scan.dicom"), raw)
     write_dicom(str(tmp_path / "PNEUMONIA" / "IM0001"), raw + 7)

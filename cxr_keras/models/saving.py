@@ -10,7 +10,9 @@ import zipfile
 
 import keras
 
-from cxr_keras.io_utils import atomic_writer, publish_mode
+from cxr_keras.io_utils import atomic_writer, check_keras_archive, publish_mode
+
+__all__ = ["check_keras_archive", "load_model", "save_model"]
 
 
 def metadata_path(model_path: str) -> str:
@@ -62,20 +64,6 @@ def load_metadata(model_path: str) -> dict | None:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}, the metadata of {model_path}, is not valid JSON ({exc})") from None
-
-
-def check_keras_archive(path: str) -> None:
-    """Refuse a .keras file that is not a complete archive (truncated by a full disk or a half-finished copy,
-    or not a .keras file at all) in one line, before Keras says "File not found" about a file that exists."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        broken = str(exc) or "unreadable"
-    if broken is not None:
-        raise ValueError(f"not a readable Keras model: {path} (truncated or corrupt); save or copy it again")
 
 
 def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | None]:
