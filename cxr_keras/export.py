@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 
@@ -18,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from cxr_keras.choices import EXPORT_FORMATS
+from cxr_keras.display import threshold_text
 from cxr_keras.edge import ArtifactError, TFLiteModel, sha256, verify_artifact
 from cxr_keras.io_utils import atomic_writer, publish_mode
 from cxr_keras.models.foreign import ForeignOptions
@@ -143,6 +145,11 @@ def export_model(model_path: str, out: str, formats: list[str], calibration_path
         card = _write_artifacts(model, metadata, work, formats, calibration, calibration_count, int8_io)
         publish_mode(work, out)
         _swap_in(work, out)
+    except KeyboardInterrupt:
+        had = os.path.isfile(os.path.join(out, "model_card.json"))
+        print(f"\nExport interrupted: {out} is as it was ({'previous export kept' if had else 'nothing written'}).",
+              file=sys.stderr)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return card
@@ -367,10 +374,9 @@ def format_parity(report: dict, card: dict) -> str:
         lines.append(f"| {name} | {r['roc_auc']:.4f} | {r.get('sensitivity', float('nan')):.4f} | "
                      f"{r.get('specificity', float('nan')):.4f} | {r['accuracy']:.4f} | {r['max_abs_dp']:.2e} | "
                      f"{r['bytes'] / 1e6:.2f} | {r['mean_ms']:.2f} | {r['p95_ms']:.2f} | "
-                     + (f"{own['threshold']:.4f} | {own['specificity']:.4f} |" if own else "| |"))
+                     + (f"{threshold_text(own['threshold'])} | {own['specificity']:.4f} |" if own else "| |"))
     return "\n".join(lines) + "\n"
 
 
 def _shown(threshold: float | list[float]) -> str:
-    return f"{threshold:.4f}" if not isinstance(threshold, list) else "per finding " + ", ".join(
-        f"{t:.3f}" for t in threshold)
+    return threshold_text(threshold)

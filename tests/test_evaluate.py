@@ -117,7 +117,7 @@ def test_calibrating_a_run_stores_platt_scaling_in_best_keras(run_dir, tmp_path,
     out = str(tmp_path / "calibrated")
     assert main(["evaluate", "--run", run_dir, "--calibrate", "platt", "--rule", "fixed:0.5", "--out", out,
                  "--resamples", "50"]) == 0
-    assert "Threshold 0.5000 (fixed:0.5 on validation (16 images), platt-calibrated)" in capsys.readouterr().out
+    assert "Threshold 0.500 (fixed:0.5 on validation (16 images), platt-calibrated)" in capsys.readouterr().out
     model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
     assert isinstance(model.layers[-1], Calibration) and metadata["calibration"]["method"] == "platt"
     val = run_table(run_dir).split("val")

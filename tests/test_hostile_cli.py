@@ -194,3 +194,34 @@ def test_exif_rotated_films_score_as_their_upright_selves(trained, tmp_path):
                  str(tmp_path / "side.png"), "--out", str(out)]) == 0
     scores = [float(r["p_PNEUMONIA"]) for r in csv.DictReader(open(out))]
     assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+
+
+def test_refusals_that_need_no_model_do_not_start_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from cxr_keras.cli import main; "
+            f"rc = main(['data-report', {str(tmp_path / 'none')!r}, '--out', {str(tmp_path / 'r')!r}]); "
+            "print(rc, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert done.stderr.strip().startswith("error: data directory") and done.stderr.count("\n") == 1
+
+
+def test_ctrl_c_during_export_keeps_the_previous_export(trained, tmp_path, capsys, monkeypatch):
+    from cxr_keras import export
+
+    _, _, run_dir, _ = trained
+    out = str(tmp_path / "x")
+    model = os.path.join(run_dir, "best.keras")
+    assert main(["export", "--model", model, "--out", out, "--formats", "tflite-fp32"]) == 0
+    before = {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_write_artifacts", interrupted)
+    assert main(["export", "--model", model, "--out", out, "--formats", "tflite-fp32", "--overwrite"]) == 130
+    assert f"Export interrupted: {out} is as it was (previous export kept)" in capsys.readouterr().err
+    assert {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)} == before
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []

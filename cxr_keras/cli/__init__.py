@@ -1,7 +1,8 @@
 """The `cxr` command: `cxr train` trains a model, `cxr evaluate` measures one, `cxr gradcam` explains its
 predictions, `cxr export` makes it deployable, `cxr predict` runs it, `cxr ensemble` averages runs,
 `cxr data-report` describes a dataset, `cxr synth` writes sample data. One parser, built from each command's
-own module; TensorFlow starts after parsing, so `--help` and usage errors are instant."""
+own module; TensorFlow starts only when a command needs it (quietly, cli/quiet_tf.py), so `--help`, usage
+errors and refusals that need no model are instant."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import sys
 
 from cxr_keras.cli import data_report, ensemble, evaluate, export, gradcam, predict, synth, train
 from cxr_keras.cli.errors import EXPECTED, report_errors
+from cxr_keras.cli.quiet_tf import import_tensorflow_quietly, quiet_when_imported
 
-__all__ = ["EXPECTED", "build_parser", "main"]
+__all__ = ["EXPECTED", "build_parser", "import_tensorflow_quietly", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,32 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its start-up lines (oneDNN, CUDA, absl notices) kept off the terminal: they come from
-    C++ before any log level applies. Shown when the import fails, or always with CXR_KERAS_TF_LOGS=1."""
-    if "tensorflow" in sys.modules or os.environ.get("CXR_KERAS_TF_LOGS"):
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except ModuleNotFoundError:
-            pass  # a device without TensorFlow: the commands that need it say so
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.buffer.write(captured.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help and usage errors end here, before TensorFlow starts
-    import_tensorflow_quietly()
+    quiet_when_imported()  # TensorFlow starts only when a command needs it, and quietly
     return report_errors(lambda: args.func(args))

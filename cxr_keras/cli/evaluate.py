@@ -7,6 +7,7 @@ import os
 import sys
 
 from cxr_keras.cli.common import add_data_arguments, add_out_argument, load_from_args
+from cxr_keras.display import threshold_text
 from cxr_keras.io_utils import check_out
 
 
@@ -92,9 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if results["val"]["task"] == "multiclass" and args.rule_given:
             print("Multi-class model: each image gets its arg-max class; --rule does not apply")
         if results["val"]["task"] != "multiclass":
-            shown = f"{threshold:.4f}" if isinstance(threshold, float) else "per finding " + " ".join(
-                f"{t:.3f}" for t in threshold)
-            print(f"Threshold {shown} ({results['val']['threshold_rule']})")
+            print(f"Threshold {threshold_text(threshold)} ({results['val']['threshold_rule']})")
         print(f"Wrote {out}/")
         return 0
     if not (args.model and args.data_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cxr_keras.display import threshold_text
 from cxr_keras.io_utils import atomic_writer
 
 
@@ -23,7 +24,7 @@ def _dropped_lines(dropped: dict | None) -> list[str]:
 def format_report(metrics: dict) -> str:
     level = int(round(100 * metrics["ci"]["level"]))
     lines = [f"# Evaluation: {metrics['task']}, {metrics['n_images']} images", "",
-             f"Classes: {', '.join(metrics['classes'])}. Threshold {metrics['threshold']} "
+             f"Classes: {', '.join(metrics['classes'])}. Threshold {threshold_text(metrics['threshold'])} "
              f"({metrics.get('threshold_rule', '')}). Intervals: {level}% bootstrap, "
              f"{metrics['ci']['resamples']} resamples, seed {metrics['ci']['seed']}.", "",
              *_dropped_lines(metrics.get("dropped")),

@@ -16,6 +16,7 @@ import numpy as np
 
 from cxr_keras.data.pipeline import decode_all
 from cxr_keras.data.shifts import SHIFTS, STRENGTHS, apply_shift
+from cxr_keras.display import threshold_text
 from cxr_keras.evaluate.inference import ModelSpec, score_pixels
 from cxr_keras.evaluate.metrics import summary_at_threshold
 from cxr_keras.io_utils import atomic_writer
@@ -79,8 +80,8 @@ def format_stress(result: dict) -> str:
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["## Shift stress test", "",
              f"{result['n_images']} images re-scored under graded acquisition shifts (strength 0 = as acquired, "
-             f"1 = strong); decisions at the model's threshold {result['threshold']}. A large drop means the "
-             "model, or its threshold, will not hold on a scanner or site that differs that way.", "",
+             f"1 = strong); decisions at the model's threshold {threshold_text(result['threshold'])}. A large drop "
+             "means the model, or its threshold, will not hold on a scanner or site that differs that way.", "",
              "| shift | strength | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     lines += [f"| {r['shift']} | {r['strength']:.2f} | " + " | ".join(fmt(r.get(k)) for k in keys) + " |"
