@@ -7,8 +7,6 @@ errors and refusals that need no model are instant."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from cxr_keras.cli import data_report, ensemble, evaluate, export, gradcam, predict, synth, train
 from cxr_keras.cli.errors import EXPECTED, report_errors
