@@ -62,7 +62,7 @@ def parse_args(prog: str, doc: str, argv: list[str] | None, sample: dict, task: 
     if extra:
         extra(parser)
     args = parser.parse_args(argv)
-    if args.data_dir and not os.path.isdir(args.data_dir):  # before any weights are looked for
+    if args.data_dir and not args.print_config and not os.path.isdir(args.data_dir):  # before weights are sought
         parser.exit(2, f"error: --data-dir {args.data_dir} is not a folder; give the folder that holds the images\n")
     if not (args.data_dir or args.config or args.resume):
         if sample.get("data") == "kermany-sample":

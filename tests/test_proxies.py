@@ -38,7 +38,8 @@ def test_proxies_of_a_tiny_run_on_stand_in_datasets(tmp_path, capsys):
     shutil.copytree(os.path.join(blobs, "PNEUMONIA"), other / "covid-radiography-2class" / "COVID")
     shutil.copytree(os.path.join(blobs, "NORMAL"), other / "darkcovidnet" / "No_findings")
     shutil.copytree(os.path.join(blobs, "PNEUMONIA"), other / "darkcovidnet" / "Pneumonia")
-    shutil.copytree(os.path.join(blobs, "PNEUMONIA"), other / "darkcovidnet" / "Covid-19")
+    covid = write_blob_dataset(str(tmp_path / "covid"), n_per_class=10, size=40, seed=3)  # other films: copies
+    shutil.copytree(os.path.join(covid, "PNEUMONIA"), other / "darkcovidnet" / "Covid-19")  # under 2 labels: refused
     result = proxies.main(["--run", run, "--datasets", str(other), "--rules", "youden", "plateau",
                            "--strengths", "1", "--stress-count", "10"])
     assert set(result["rules"]) == {"youden", "plateau"}

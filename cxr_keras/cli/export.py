@@ -51,7 +51,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.recalibrate_threshold and not args.eval_data:
         raise ValueError("--recalibrate-threshold needs --eval-data: labelled (validation) images to match on")
-    check_out(args.out, args.overwrite, data=[args.calibration_data or "", args.eval_data or ""])
+    check_out(args.out, args.overwrite, data=[args.eval_data or ""])  # an export there would be read as a class
     if args.calibration_data and not os.path.exists(args.calibration_data):
         raise ValueError(f"--calibration-data {args.calibration_data} does not exist")
     loaded = load_for_export(args.model, _foreign(args))  # once, and checked before anything is written
