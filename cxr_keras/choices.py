@@ -6,7 +6,7 @@ list from here (tests/test_choices.py checks that each list is what its module i
 from __future__ import annotations
 
 LAYOUTS = {
-    "folder": "ROOT/<class>/*.png|jpg|jpeg|bmp|dcm, one folder per class",
+    "folder": "ROOT/<class>/*.png|jpg|jpeg|bmp|tif|webp|gif|dcm (sub-folders too), one folder per class",
     "kermany": "ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ or one such split folder; patients from file names",
     "split-folders": "ROOT/{train,val,test}/<class>/, the data's own split kept",
     "covid-radiography": "ROOT/<class>/images/*.png (masks/ and metadata files ignored)",

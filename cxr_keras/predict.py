@@ -20,11 +20,10 @@ import sys
 import numpy as np
 
 from cxr_keras.config import DEFAULT_MAX_PIXELS
-from cxr_keras.data.image_io import IMAGE_EXTENSIONS, is_image_name
+from cxr_keras.data.image_io import IMAGE_EXTENSIONS
+from cxr_keras.data.walk import Found, find_images
 from cxr_keras.edge import CARD, TFLiteModel, open_gray, to_pixels, verify_artifact
 from cxr_keras.io_utils import atomic_writer, check_keras_archive, check_out
-
-MASK_FOLDER = "masks"  # COVID-QU-Ex and COVID-19 Radiography keep lung masks in <class>/masks/
 
 
 def find_metadata(model_path: str) -> tuple[dict, str | None]:
@@ -95,16 +94,18 @@ def _tensorflow(model_path: str):
 
 
 def image_paths(items: list[str]) -> list[str]:
-    """Files as given; image files found recursively under folders (data/image_io.py: by extension, or DICOM by
-    content), skipping hidden folders and sub-folders named exactly `masks` (the lung-mask convention)."""
-    paths = []
+    """Files as given; image files found recursively under folders (data/walk.py: by extension or content, links
+    followed, lung-mask and hidden folders skipped, said once on stderr)."""
+    paths, skipped = [], []
     for item in items:
         if not os.path.isdir(item):
             paths.append(item)
             continue
-        for folder, subdirs, files in os.walk(item):
-            subdirs[:] = sorted(d for d in subdirs if d != MASK_FOLDER and not d.startswith("."))
-            paths += [p for p in (os.path.join(folder, f) for f in sorted(files)) if is_image_name(p)]
+        found = find_images(item)
+        paths += found.images
+        skipped += found.skipped
+    if skipped:
+        print(f"note: {Found(skipped=skipped).skipped_text()}", file=sys.stderr)
     return paths
 
 

@@ -60,16 +60,19 @@ def test_every_run_prints_its_data_summary(trained, tmp_path, capsys):
 
 
 # row 6
-def test_only_a_folder_named_masks_is_skipped(trained, tmp_path):
+def test_only_a_folder_named_masks_is_skipped(trained, tmp_path, capsys):
     _, _, run_dir, _ = trained
     scans = tmp_path / "masks_2024_scans"
-    for name in ("a.png", "inner/masks_extra/b.png", "inner/masks/m.png"):
-        write_image(str(scans / name), np.full((32, 32), 40, np.uint8))
+    for name in ("a.png", "inner/masks_extra/b.png", "inner/masks/m.png", "elsewhere/c.png"):
+        write_image(str(tmp_path / name if name.startswith("elsewhere") else scans / name),
+                    np.full((32, 32), 40, np.uint8))
+    os.symlink(tmp_path / "elsewhere", scans / "linked")  # a linked folder is read
     out = tmp_path / "p.csv"
     assert main(["predict", "--model", os.path.join(run_dir, "best.keras"), "--images", str(scans),
                  "--out", str(out)]) == 0
     names = sorted(os.path.relpath(r["path"], scans) for r in csv.DictReader(open(out)))
-    assert names == ["a.png", "inner/masks_extra/b.png"]
+    assert names == ["a.png", "inner/masks_extra/b.png", "linked/c.png"]
+    assert "note: skipped 1 folders (masks/)" in capsys.readouterr().err
 
 
 # row 8

@@ -226,3 +226,90 @@ def test_the_verification_cache_holds_content_fingerprints(tmp_path):
     again = {}
     verify.verify_files(paths, root=str(tmp_path), fingerprints=again)  # from the cache
     assert usable == paths and fingerprints == again and len({f.sha256 for f in again.values()}) == 2
+
+
+# found by the fresh-clone review of this issue
+def test_a_blank_label_cell_in_single_label_data_is_refused(tmp_path):
+    csv_path = _csv_data(tmp_path, "path,label", ["a.png,NORMAL", "b.png,PNEUMONIA", "c.png,", "d.png,NORMAL"])
+    with pytest.raises(DataError, match=r"1 of 4 images have no label \(e.g. .*c.png\).*--task multilabel"):
+        load_dataset(str(tmp_path), csv_path=csv_path)
+    table = load_dataset(str(tmp_path), csv_path=csv_path, task="multilabel")
+    assert table.task == "multilabel" and table.labels.sum(axis=1).tolist() == [1, 1, 0, 1]
+
+
+@pytest.mark.parametrize("value", ["", "-1", "0.5"])
+def test_a_one_hot_column_with_a_blank_or_uncertain_cell_is_refused(tmp_path, value):
+    rows = ["a.png,1,0", "b.png,0,1", f"c.png,{value},1", "d.png,1,0"]
+    csv_path = _csv_data(tmp_path, "path,Edema,Effusion", rows)
+    with pytest.raises(DataError, match=rf"line 4: column 'Edema' holds 0/1 labels but says '{value}' here"):
+        load_dataset(str(tmp_path), csv_path=csv_path)
+
+
+def test_a_split_column_with_an_unknown_or_missing_value_is_refused(tmp_path):
+    rows = ["a.png,NORMAL,train", "b.png,PNEUMONIA,train", "c.png,NORMAL,holdout", "d.png,PNEUMONIA,test"]
+    with pytest.raises(DataError, match=r"line 4: split 'holdout' is not one of"):
+        load_dataset(str(tmp_path), csv_path=_csv_data(tmp_path, "path,label,split", rows))
+    rows[2] = "c.png,NORMAL,"
+    table = load_dataset(str(tmp_path), csv_path=_csv_data(tmp_path, "path,label,split", rows))
+    with pytest.raises(SplitError, match=r"covers 3 of 4 images \(.*c.png has none\).*--resplit"):
+        split_table(table)
+
+
+def test_rows_with_too_few_or_too_many_fields_are_refused(tmp_path):
+    for rows, count in ((["a.png,NORMAL,p1", "b.png,PNEUMONIA"], 2), (["a.png,NORMAL,p1", "b.png,PNEU,MONIA,p2"], 4)):
+        csv_path = _csv_data(tmp_path, "path,label,patient", rows)
+        with pytest.raises(DataError, match=rf"line 3: {count} fields where the header has 3"):
+            load_dataset(str(tmp_path), csv_path=csv_path)
+
+
+def test_placeholder_patient_ids_are_no_patient(tmp_path):
+    ids = ["NaN", "nan", "", "N/A", "p9"]
+    rows = [f"{k}.png,{'NORMAL' if k % 2 else 'PNEUMONIA'},{pid}" for k, pid in enumerate(ids)]
+    table = load_dataset(str(tmp_path), csv_path=_csv_data(tmp_path, "path,label,patient", rows))
+    assert table.patients == [None, None, None, None, "p9"]
+    assert len(set(table.group_ids())) == 5
+
+
+def test_a_label_column_named_twice_in_another_case_is_refused(tmp_path):
+    csv_path = _csv_data(tmp_path, "path,Label,label", ["a.png,NORMAL,PNEUMONIA", "b.png,PNEUMONIA,NORMAL"])
+    with pytest.raises(DataError, match=r"names column 'Label' 2 times \(Label, label\)"):
+        load_dataset(str(tmp_path), csv_path=csv_path)
+
+
+def test_two_label_csvs_in_the_folder_ask_for_csv(tmp_path):
+    _csv_data(tmp_path, "path,label", ["img/a.png,NORMAL", "img/b.png,PNEUMONIA"])
+    (tmp_path / "other.csv").write_text("path,label\nimg/a.png,PNEUMONIA\n")
+    with pytest.raises(DataError, match=r"holds 2 label CSVs \(labels.csv, other.csv\): pass --csv FILE"):
+        load_dataset(str(tmp_path))
+
+
+def test_images_in_sub_folders_of_a_class_folder_are_read_and_said(tmp_path):
+    for k, name in enumerate(["NORMAL/a.png", "NORMAL/batch2/b.png", "NORMAL/batch2/deep/c.png",
+                              "NORMAL/masks/m.png", "NORMAL/.thumbs/t.png", "PNEUMONIA/p.png"]):
+        write_image(str(tmp_path / name), _noise(k))
+    write_image(str(tmp_path / "PNEUMONIA" / "IM0001"), _noise(9), fmt="PNG")  # a PNG with no extension
+    os.symlink(tmp_path / "NORMAL", tmp_path / "NORMAL" / "batch2" / "up")  # a loop: every folder read once
+    table = load_dataset(str(tmp_path))
+    names = sorted(os.path.relpath(p, tmp_path) for p in table.paths)
+    assert names == ["NORMAL/a.png", "NORMAL/batch2/b.png", "NORMAL/batch2/deep/c.png", "PNEUMONIA/IM0001",
+                     "PNEUMONIA/p.png"]
+    assert any("2 images of" in n and "labelled NORMAL" in n for n in table.notes)
+    assert any("skipped 2 folders" in n for n in table.notes)
+
+
+def test_a_class_list_that_spells_one_label_twice_keeps_them_apart(tmp_path):
+    for k, folder in enumerate(["NORMAL", "normal", "PNEUMONIA"]):
+        write_image(str(tmp_path / folder / "x.png"), _noise(k))
+    table = load_dataset(str(tmp_path), classes=["NORMAL", "normal", "PNEUMONIA"])
+    assert table.class_counts() == {"NORMAL": 1, "normal": 1, "PNEUMONIA": 1}
+
+
+def test_quoted_labels_fold_into_their_class(tmp_path):
+    rows = ["a.png,NORMAL", "b.png,'NORMAL'", 'c.png,"""NORMAL"""', "d.png,PNEUMONIA", "e.png,NORMAL"]
+    table = load_dataset(str(tmp_path), csv_path=_csv_data(tmp_path, "path,label", rows))
+    assert table.class_counts() == {"NORMAL": 4, "PNEUMONIA": 1}
+
+
+def test_flat_images_are_not_near_copies_of_each_other():
+    flat = [np.zeros((8, 8), np.uint8), np.full((30, 30), 200, np.uint8), np.full((1, 1), 255, np.uint8)]
+    assert find_copies(["a", "b", "c"], [perceptual_hash(x) for x in flat]) == []

@@ -25,6 +25,7 @@ from cxr_keras.data.table import Dropped, ImageTable
 HASH_SIDE = 16  # a 16 x 16 difference hash: 256 bits
 NEAR_BITS = 5  # at most this many bits apart is a near-identical copy
 COPY_CONFLICTS = ("refuse", "drop")
+MIN_BITS = 16  # a hash with fewer set (or unset) bits than this is of a nearly flat image
 
 
 def perceptual_hash(image: np.ndarray) -> str:
@@ -74,11 +75,14 @@ def _near_pairs(phash: list[str], near_bits: int) -> list[tuple[int, int]]:
         return []
     bits = np.unpackbits(np.frombuffer(bytes.fromhex("".join(phash)), dtype=np.uint8).reshape(len(phash), -1),
                          axis=1)
+    # a flat or nearly flat image (blank, saturated, 1 x 1) has almost no gradient to compare: its hash says
+    # nothing about which film it is, so it matches others only byte for byte
+    informative = np.flatnonzero(np.minimum(bits.sum(axis=1), bits.shape[1] - bits.sum(axis=1)) >= MIN_BITS)
     pairs = set()
     for chunk in np.array_split(np.arange(bits.shape[1]), near_bits + 1):
         buckets: dict[bytes, list[int]] = defaultdict(list)
-        for i, key in enumerate(np.packbits(bits[:, chunk], axis=1)):
-            buckets[key.tobytes()].append(i)
+        for i, key in zip(informative, np.packbits(bits[informative][:, chunk], axis=1)):
+            buckets[key.tobytes()].append(int(i))
         for rows in buckets.values():
             for a, i in enumerate(rows):
                 for j in rows[a + 1 :]:
@@ -116,7 +120,8 @@ def apply_copy_policy(table: ImageTable, fingerprints: dict, conflicts: str = "r
                            "(cxr data-report lists them)")
     mixed = [g for g in groups if len({_label_text(table, r) for r in g.rows}) > 1]
     if mixed and not contradicted:
-        r0, r1 = mixed[0].rows[:2]
+        r0 = mixed[0].rows[0]
+        r1 = next(r for r in mixed[0].rows if _label_text(table, r) != _label_text(table, r0))
         table.notes.append(f"WARNING: {len(mixed)} groups of near-identical images carry different labels (e.g. "
                            f"{table.paths[r0]} as {_label_text(table, r0)}, {table.paths[r1]} as "
                            f"{_label_text(table, r1)}): check their labels")

@@ -52,14 +52,28 @@ def read_rows(path: str) -> tuple[list[str], list[dict]]:
         with open_text(path) as f:
             reader = csv.reader(f, delimiter=separator(path))
             header = [name.strip() for name in next(reader, [])]
-            twice = sorted(name for name, n in Counter(header).items() if n > 1 and name)
-            if twice:
-                raise DataError(f"{path}: the header names column {twice[0]!r} {header.count(twice[0])} times; "
-                                "which one holds the labels is ambiguous: rename or delete the extra column")
-            rows = [dict(zip(header, (value.strip() for value in row))) for row in reader if any(row)]
+            _check_header(path, header)
+            rows = []
+            for row in reader:
+                if not any(field.strip() for field in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path} line {reader.line_num}: {len(row)} fields where the header has "
+                                    f"{len(header)} (a separator inside an unquoted value?); quote the value or fix "
+                                    "the row")
+                rows.append(dict(zip(header, (value.strip() for value in row))))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as CSV UTF-8") from None
     return header, rows
+
+
+def _check_header(path: str, header: list[str]) -> None:
+    """A column named twice (`label` and `Label` too) is refused: which one holds the labels would be a guess."""
+    keys = Counter(name.casefold() for name in header if name)
+    twice = [name for name in header if name and keys[name.casefold()] > 1]
+    if twice:
+        raise DataError(f"{path}: the header names column {twice[0]!r} {len(twice)} times ({', '.join(twice)}); "
+                        "which one holds the labels is ambiguous: rename or delete the extra column")
 
 
 def csv_header(path: str) -> list[str]:
@@ -133,7 +147,7 @@ def read_csv(csv_path: str, images_dir: str, layout: str, path_column: str | Non
     patient_col = _pick(header, None, PATIENT_COLUMNS, "patient")
     split_col = _pick(header, None, SPLIT_COLUMNS, "split")
     used = {path_col, labels_col, patient_col, split_col}
-    onehot_cols = [] if labels_col else [c for c in header if c not in used and _is_binary_column(rows, c)]
+    onehot_cols = [] if labels_col else _onehot_columns(csv_path, header, rows, used)
     if not labels_col and not onehot_cols:
         raise DataError(f"{csv_path}: no labels column ({', '.join(LABELS_COLUMNS)}) and no 0/1 label columns; "
                         "name one with --labels-column")
@@ -154,7 +168,8 @@ def read_csv(csv_path: str, images_dir: str, layout: str, path_column: str | Non
         name = row.get(path_col) or ""
         path = resolve(name, line)
         if not path:
-            missing.append(f"{name} (CSV line {line})")
+            windows = "; a Windows path? write / between folders" if "\\" in name else ""
+            missing.append(f"{name} (CSV line {line}{windows})")
             continue
         labels, key = labels_of(row), os.path.normcase(os.path.abspath(path))
         if key in seen:
@@ -163,12 +178,26 @@ def read_csv(csv_path: str, images_dir: str, layout: str, path_column: str | Non
             continue
         seen[key] = (line, labels)
         patient = row[patient_col] if patient_col else patient_of(os.path.basename(name))
-        records.add(path, labels, patient or None, SPLIT_NAMES.get((row.get(split_col) or "").lower()) if split_col
-                    else None)
+        records.add(path, labels, None if (patient or "").lower() in NO_PATIENT else patient,
+                    _split_of(csv_path, line, row.get(split_col)) if split_col else None)
         if layout == "nih":
             records.meta["view_position"].append(row.get("View Position"))
     _say_what_was_skipped(records, csv_path, images_dir, len(rows), missing, repeated, resolve.index)
     return records
+
+
+NO_PATIENT = {"", "nan", "none", "null", "n/a", "na", "-", "?", "unknown"}  # what spreadsheets write for "no id"
+
+
+def _split_of(csv_path: str, line: int, value: str | None) -> str | None:
+    """train / val / test from a CSV's split cell; a value that is none of them is refused (a typo would
+    otherwise throw the whole data-provided split away)."""
+    if not value:
+        return None
+    if value.lower() not in SPLIT_NAMES:
+        raise DataError(f"{csv_path} line {line}: split {value!r} is not one of {sorted(set(SPLIT_NAMES))}; fix it, "
+                        "or remove the split column to have the data split anew")
+    return SPLIT_NAMES[value.lower()]
 
 
 def _check_repeat(csv_path: str, name: str, first: tuple[int, list[str]], line: int, labels: list[str]) -> None:
@@ -188,7 +217,8 @@ def _say_what_was_skipped(records: Records, csv_path: str, images_dir: str, n_ro
         if records.layout == "csv":  # a generic CSV names files the user meant to have: list every one
             records.dropped += [Dropped(m, f"listed in {os.path.basename(csv_path)} but not found") for m in missing]
     if index is not None:
-        unlisted = len({p for paths in index.values() for p in paths} - set(records.paths))
+        listed = {os.path.normpath(p) for p in records.paths}
+        unlisted = len({os.path.normpath(p) for paths in index.values() for p in paths} - listed)
         if unlisted:
             records.notes.append(f"{unlisted:,} images under {images_dir} are not in the CSV and were ignored")
 
@@ -201,5 +231,20 @@ def _check_inside(name: str, images_dir: str, csv_path: str, line: int) -> None:
                         "use paths relative to it, or pass --allow-outside-paths if you mean it")
 
 
-def _is_binary_column(rows: list[dict], column: str) -> bool:
-    return all((row.get(column) or "").strip() in {"0", "1", "0.0", "1.0"} for row in rows)
+BINARY = {"0", "1", "0.0", "1.0"}
+
+
+def _onehot_columns(csv_path: str, header: list[str], rows: list[dict], used: set) -> list[str]:
+    """The 0/1 label columns. A column that is 0/1 on most rows but blank, -1 (CheXpert's "uncertain") or
+    anything else on some is refused, naming the row: read as "not a label column" it would vanish as a class."""
+    columns = []
+    for column in (c for c in header if c not in used):
+        values = [(row.get(column) or "").strip() for row in rows]
+        binary = sum(v in BINARY for v in values)
+        if binary == len(values):
+            columns.append(column)
+        elif binary >= len(values) / 2:
+            line, value = next((k + 2, v) for k, v in enumerate(values) if v not in BINARY)
+            raise DataError(f"{csv_path} line {line}: column {column!r} holds 0/1 labels but says {value!r} here; "
+                            "write 0 or 1 in every row (map uncertain labels such as -1 yourself)")
+    return columns

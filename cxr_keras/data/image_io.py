@@ -36,24 +36,30 @@ class ImageReadError(ValueError):
     """A file cannot be read as a film; the message says why in a few words."""
 
 
-def has_dicom_magic(path: str) -> bool:
-    """True when the file starts with a DICOM preamble ('DICM' at byte 128), whatever its name."""
+# The first bytes of the formats read here, for files whose name has no extension (DICOM: 'DICM' at byte 128).
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+
+
+def has_image_magic(path: str) -> bool:
+    """True when the file's first bytes say PNG, JPEG, BMP, GIF, TIFF, WebP or DICOM, whatever its name."""
     try:
         with open(path, "rb") as f:
             head = f.read(DICOM_MAGIC_OFFSET + 4)
     except OSError:
         return False
-    return head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC or webp or head.startswith(SIGNATURES)
 
 
 def is_image_name(path: str) -> bool:
-    """True for a file this toolkit reads: a known image extension, or no extension and DICOM content."""
+    """True for a file this toolkit reads: a known image extension, or no extension and image content (a PACS
+    export's `IM0001`)."""
     name = os.path.basename(path)
     if name.startswith("."):
         return False
     if name.lower().endswith(IMAGE_EXTENSIONS):
         return True
-    return "." not in name and has_dicom_magic(path)
+    return "." not in name and os.path.isfile(path) and has_image_magic(path)
 
 
 def read_bytes(path: str) -> bytes:

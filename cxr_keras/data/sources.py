@@ -24,11 +24,12 @@ from cxr_keras.data.csv_source import (
     read_csv,
     single_csv,
 )
-from cxr_keras.data.image_io import IMAGE_EXTENSIONS, is_image_name
+from cxr_keras.data.image_io import IMAGE_EXTENSIONS
 from cxr_keras.data.labels import fold_label_case
 from cxr_keras.data.records import DataError, Records
 from cxr_keras.data.table import Dropped, ImageTable
 from cxr_keras.data.verify import Fingerprint, verify_files
+from cxr_keras.data.walk import find_images
 
 LAYOUTS = CHOICES_LAYOUTS
 __all__ = ["NIH_FINDINGS", "NIH_NO_FINDING", "DataError", "detect_layout", "load_dataset", "patient_from_name"]
@@ -106,8 +107,13 @@ def detect_layout(root: str, csv_path: str | None = None) -> tuple[str, str]:
             return "nih", f"{os.path.basename(csv_path)} has NIH 'Image Index' and 'Finding Labels' columns"
         return "csv", f"--csv {os.path.basename(csv_path)} given"
     csvs = [f for f in os.listdir(root) if f.lower().endswith((".csv", ".csv.gz"))] if os.path.isdir(root) else []
-    if len(csvs) == 1 and set(csv_header(os.path.join(root, csvs[0]))) & set(PATH_COLUMNS):
-        return detect_layout(root, os.path.join(root, csvs[0]))
+    labelled = [c for c in csvs if set(csv_header(os.path.join(root, c))) & set(PATH_COLUMNS)]
+    if len(labelled) > 1:
+        raise DataError(f"{root} holds {len(labelled)} label CSVs ({', '.join(sorted(labelled))}): pass --csv FILE to "
+                        "say which one labels the images")
+    if len(labelled) == 1:
+        layout, _ = detect_layout(root, os.path.join(root, labelled[0]))
+        return layout, f"the one label CSV in the folder, {labelled[0]}"
     subdirs = _subdirs(root)
     split_dirs = [d for d in subdirs if d.lower() in SPLIT_NAMES]
     if split_dirs:
@@ -121,7 +127,7 @@ def detect_layout(root: str, csv_path: str | None = None) -> tuple[str, str]:
             return "split-folders", f"split folders {sorted(split_dirs)} holding class folders"
     if subdirs and all(os.path.isdir(os.path.join(root, d, "images")) for d in subdirs):
         return "covid-radiography", "every class folder has an images/ folder"
-    if subdirs and any(_image_files(os.path.join(root, d)) for d in subdirs):
+    if subdirs and any(find_images(os.path.join(root, d)).images for d in subdirs):
         if {d.upper() for d in subdirs} == {"NORMAL", "PNEUMONIA"}:
             return "kermany", "NORMAL and PNEUMONIA folders (one Kermany split)"
         return "folder", f"{len(subdirs)} class folders holding images"
@@ -147,19 +153,6 @@ def _subdirs(path: str) -> list[str]:
                   if os.path.isdir(os.path.join(path, d)) and not d.startswith((".", "__")))
 
 
-def _image_files(folder: str) -> list[str]:
-    """The image files of a folder: by extension, or DICOM by content whatever the name (data/image_io.py)."""
-    if not os.path.isdir(folder):
-        return []
-    return sorted(p for p in (os.path.join(folder, f) for f in os.listdir(folder)) if is_image_name(p))
-
-
-def _other_files(folder: str) -> list[str]:
-    """Files of a class folder that are neither images nor hidden (a README, a .txt, a Thumbs.db...)."""
-    return sorted(p for p in (os.path.join(folder, f) for f in os.listdir(folder) if not f.startswith("."))
-                  if os.path.isfile(p) and not is_image_name(p))
-
-
 def _read_folders(root: str, layout: str, patterns: list[str]) -> Records:
     records = Records(layout)
     if layout in ("kermany", "split-folders", "covid-qu-ex"):
@@ -176,22 +169,30 @@ def _read_folders(root: str, layout: str, patterns: list[str]) -> Records:
         if not class_dirs:
             raise DataError(f"{folder} has no class folders; expected {LAYOUTS[layout]}")
         for name in class_dirs:
-            class_dir = os.path.join(folder, name, image_subdir).rstrip(os.sep)
-            files = _image_files(class_dir)
-            if not files:
-                raise DataError(
-                    f"class folder {class_dir} has no images "
-                    f"({', '.join(IMAGE_EXTENSIONS)}): add images or remove the folder"
-                )
-            for path in files:
-                records.add(path, [name], patient_from_name(os.path.basename(path), patterns), split)
-            records.dropped += [Dropped(p, "not an image by its name or content (known: " + ", ".join(
-                IMAGE_EXTENSIONS) + ", or DICOM)") for p in _other_files(class_dir)]
+            _read_class_folder(records, os.path.join(folder, name, image_subdir).rstrip(os.sep), name, split,
+                               patterns)
     skipped = len(records.dropped)
     if skipped:
         records.notes.append(f"{skipped} files in class folders are not images and were skipped (e.g. "
                              f"{records.dropped[0].path}); see the dropped list")
     return records
+
+
+def _read_class_folder(records: Records, class_dir: str, name: str, split: str | None, patterns: list[str]) -> None:
+    """The images under one class folder, sub-folders included (labelled by the class folder), said in notes."""
+    found = find_images(class_dir)
+    if not found.images:
+        raise DataError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)}, or DICOM by "
+                        "content): add images or remove the folder")
+    for path in found.images:
+        records.add(path, [name], patient_from_name(os.path.basename(path), patterns), split)
+    records.dropped += [Dropped(p, "not an image by its name or content (known: " + ", ".join(IMAGE_EXTENSIONS)
+                                + ", or DICOM)") for p in found.others]
+    nested = sum(os.path.dirname(p) != class_dir for p in found.images)
+    if nested:
+        records.notes.append(f"{nested} images of {class_dir} are in its sub-folders: labelled {name}")
+    if found.skipped:
+        records.notes.append(f"{class_dir}: {found.skipped_text()}")
 
 
 def _to_table(records: Records, root: str, classes: list[str] | None, task: str | None, max_pixels: int,
@@ -247,6 +248,11 @@ def _classes_and_task(records: Records, root: str, classes: list[str] | None, ta
             "(check the folder layout or the label column)"
         )
     single = all(len(labels) == 1 for labels in records.labels) and not records.multilabel
+    unlabelled = [p for p, labels in zip(records.paths, records.labels) if not labels]
+    if not task and not records.multilabel and unlabelled and all(len(x) <= 1 for x in records.labels):
+        raise DataError(f"{len(unlabelled)} of {len(records.paths)} images have no label (e.g. {unlabelled[0]}) while "
+                        "every other has one: fill in the missing labels, or pass --task multilabel if an empty "
+                        "label means 'no finding'")
     task = task or ("multilabel" if not single else "binary" if len(class_list) == 2 else "multiclass")
     if task != "multilabel" and not single:
         bad = next(p for p, labels in zip(records.paths, records.labels) if len(labels) != 1)

@@ -39,7 +39,12 @@ def split_table(
     """
     _check_ratios(ratios)
     existing = [s for s in table.splits if s is not None]
-    if keep_existing and existing and len(existing) == len(table):
+    if keep_existing and existing and len(existing) != len(table):
+        example = next(p for p, s in zip(table.paths, table.splits) if s is None)
+        raise SplitError(f"the data's own split covers {len(existing):,} of {len(table):,} images ({example} has "
+                         "none): give every image a split (train, val or test), or pass --resplit to split them all "
+                         "anew")
+    if keep_existing and existing:
         # e.g. only a train folder: carve the missing splits out of train, in proportion
         carve = [r if name == "train" or name not in existing else 0.0 for name, r in zip(SPLITS, ratios)]
         if sum(carve) > ratios[0]:

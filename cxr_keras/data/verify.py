@@ -28,10 +28,11 @@ CACHE_VERSION = 2  # 2: Pillow decoder, content and perceptual hashes
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What identifies a readable file's content: its bytes (SHA-256) and its look (a 64-bit perceptual hash)."""
+    """What identifies a readable file's content: its bytes (SHA-256) and its look (the 256-bit difference hash
+    of data/copies.py, as 64 hex digits)."""
 
     sha256: str
-    phash: int
+    phash: str
 
 
 def _check(path: str, max_pixels: int) -> list:
@@ -41,7 +42,7 @@ def _check(path: str, max_pixels: int) -> list:
         data = read_bytes(path)
         image = read_gray(data, max_pixels)
     except ImageReadError as exc:
-        return [str(exc), 0, 0, max_pixels if "above the limit" in str(exc) else 0, "", 0]
+        return [str(exc), 0, 0, max_pixels if "above the limit" in str(exc) else 0, "", ""]
     height, width = image.shape
     return [None, width, height, False, hashlib.sha256(data).hexdigest(), perceptual_hash(image)]
 

@@ -139,8 +139,23 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _fold_to_model(table: ImageTable, spec: ModelSpec) -> ImageTable:
+    """The data's classes spelled as the model spells them where they differ only in case or spacing
+    (`normal` data for a `NORMAL` model), said once."""
+    from cxr_keras.data.labels import label_key
+
+    ours = {label_key(c): c for c in spec.classes}
+    mapping = {c: ours[label_key(c)] for c in table.classes if c not in spec.classes and label_key(c) in ours}
+    if not mapping:
+        return table
+    print(f"note: the data's classes {sorted(mapping)} are read as the model's {[mapping[c] for c in sorted(mapping)]}"
+          " (they differ only in case or spacing)")
+    return dataclasses.replace(table, classes=[mapping.get(c, c) for c in table.classes])
+
+
 def truth(table: ImageTable, spec: ModelSpec) -> np.ndarray:
     """The table's labels in the model's class order; an unknown class is an error, never a silent mislabel."""
+    table = _fold_to_model(table, spec)
     unknown = sorted(set(table.classes) - set(spec.classes))
     if unknown:
         raise ValueError(f"the data has classes {unknown} that the model does not know (model classes: "
