@@ -99,7 +99,9 @@ def test_class_mismatch_is_refused(blobs, tmp_path, capsys):
     foreign_model(path, logits=False)
     assert main(["evaluate", "--model", path, "--data-dir", blobs, "--class-names", "normal", "covid",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "the data has classes ['NORMAL', 'PNEUMONIA'] that the model does not know" in capsys.readouterr().err
+    captured = capsys.readouterr()  # NORMAL is the model's normal, spelt another way; PNEUMONIA it does not know
+    assert "the data has classes ['PNEUMONIA'] that the model does not know" in captured.err
+    assert "the data's classes ['NORMAL'] are read as the model's ['normal']" in captured.out
 
 
 def test_calibrating_a_run_stores_platt_scaling_in_best_keras(run_dir, tmp_path, capsys):
