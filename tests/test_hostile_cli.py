@@ -33,15 +33,36 @@ def _train_argv(data, run_dir, *extra):
 
 
 # row 7
+def _sensitive_model(path):
+    """A binary model whose score moves with every pixel (a trained 1-epoch baseline barely does): a fixed random
+    convolution, amplified, so one resize against another shows in the scores."""
+    import keras
+
+    from cxr_keras.models.saving import save_model
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(4, 3, use_bias=False, trainable=False, name="conv")(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, x)
+    model.get_layer("conv").set_weights([rng.normal(0, 1, (3, 3, 1, 4))])
+    dense = model.layers[-1]
+    dense.set_weights([rng.normal(0, 0.05, dense.get_weights()[0].shape), np.zeros(1)])
+    save_model(model, path, {"task": "binary", "classes": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA",
+                             "input": {"shape": [32, 32, 1], "resize": "stretch"}, "threshold": 0.5})
+    return path
+
+
 def test_predict_and_evaluate_give_one_film_one_score(trained, tmp_path):
-    _, _, run_dir, films = trained
-    model = os.path.join(run_dir, "best.keras")
+    _, _, _, films = trained
+    model = _sensitive_model(str(tmp_path / "m.keras"))
     assert main(["evaluate", "--model", model, "--data-dir", films, "--out", str(tmp_path / "e"),
                  "--threshold", "0.5"]) == 0
     assert main(["predict", "--model", model, "--images", films, "--out", str(tmp_path / "p.csv")]) == 0
     evaluated = {r["path"]: float(r["p_PNEUMONIA"]) for r in csv.DictReader(open(tmp_path / "e" / "scores.csv"))}
     predicted = {r["path"]: float(r["p_PNEUMONIA"]) for r in csv.DictReader(open(tmp_path / "p.csv"))}
     assert len(evaluated) == 6 and set(predicted) == set(evaluated)
+    assert np.ptp(list(evaluated.values())) > 0.05  # scores that differ from film to film
     for path, score in evaluated.items():
         assert predicted[path] == pytest.approx(score, abs=1e-4)
 
@@ -228,3 +249,15 @@ def test_ctrl_c_during_export_keeps_the_previous_export(trained, tmp_path, capsy
     assert f"Export interrupted: {out} is as it was (previous export kept)" in capsys.readouterr().err
     assert {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)} == before
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+# row 11, as a user meets it
+def test_training_with_a_class_of_one_image_is_refused_before_the_run_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    for k in range(10):
+        write_image(str(data / "PNEUMONIA" / f"patient{k:02d}_0.png"), np.full((32, 32), 10 * k, np.uint8))
+    write_image(str(data / "NORMAL" / "patient99_0.png"), np.full((32, 32), 250, np.uint8))
+    run = tmp_path / "run"
+    assert main(_train_argv(str(data), str(run))) == 2
+    err = capsys.readouterr().err
+    assert "split has no NORMAL image (the data has 1 in all" in err and not run.exists()
