@@ -52,16 +52,6 @@ class DataConfig:
     cache: str | None = "auto"  # auto | memory | disk | none | a path for tf.data's file cache (data/pipeline.py)
     cache_budget_gb: float | None = None  # auto's memory budget (default: half the RAM available at the start)
 
-    def load_table(self):
-        """The dataset these options describe (`cxr_keras.data.sources.load_dataset`), unsplit."""
-        from cxr_keras.data.sources import load_dataset
-
-        return load_dataset(self.data_dir, self.layout, self.csv, self.images_dir, classes=self.classes,
-                            task=self.task, patient_pattern=self.patient_pattern, path_column=self.path_column,
-                            labels_column=self.labels_column, delimiter=self.delimiter, max_pixels=self.max_pixels,
-                            allow_outside_paths=self.allow_outside_paths, keep_label_case=self.keep_label_case,
-                            copy_conflicts=self.copy_conflicts)
-
 
 @dataclasses.dataclass
 class ModelConfig:

@@ -111,7 +111,7 @@ def calibration_images(paths: list[str], size: tuple[int, int], count: int) -> n
     if len(paths) < count:
         raise ExportError(f"int8 calibration asks for {count} images but the calibration data has {len(paths)}; "
                           "give more images or a smaller --calibration-count")
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
 
     chosen = [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
     return decode_all(chosen, size).astype(np.float32)
@@ -337,8 +337,9 @@ def recalibrated_point(y_true: np.ndarray, scores: np.ndarray, sensitivity: floa
 def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalibrate: bool = False,
                      foreign: ForeignOptions | None = None, loaded: tuple | None = None) -> dict:
     """`parity_report` on the images and labels of a table (decoded as the training pipeline decodes them)."""
-    from cxr_keras.data.pipeline import decode_all
-    from cxr_keras.evaluate.inference import describe_model, truth
+    from cxr_keras.data.decode import decode_all
+    from cxr_keras.evaluate.inference import truth
+    from cxr_keras.models.contract import describe_model
 
     model, metadata = loaded or load_for_export(model_path, foreign)
     spec = describe_model(model, metadata)

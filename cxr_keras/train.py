@@ -34,6 +34,7 @@ from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.mixup import mix_batches
 from cxr_keras.data.pipeline import dataset_for_split
 from cxr_keras.data.report import data_summary
+from cxr_keras.data.sources import load_table
 from cxr_keras.data.splits import (
     SplitError,
     apply_saved_splits,
@@ -348,7 +349,7 @@ def _flatten(values: dict, prefix: str = ""):
 def _read_data(config: ExperimentConfig) -> ImageTable:
     if not config.data.data_dir:
         raise RunError("config.data.data_dir is empty: say where the images are (--data-dir)")
-    return config.data.load_table()
+    return load_table(config.data)
 
 
 def _weighting(config: ExperimentConfig, table: ImageTable) -> dict:

@@ -47,7 +47,8 @@ def split_auc(run_dir: str, split: str) -> float | None:
     from sklearn.metrics import roc_auc_score
 
     from cxr_keras.evaluate.evaluate import run_table
-    from cxr_keras.evaluate.inference import describe_model, predict_scores, truth
+    from cxr_keras.evaluate.inference import predict_scores, truth
+    from cxr_keras.models.contract import describe_model
     from cxr_keras.models.saving import load_model
 
     part = run_table(run_dir).split(split)

@@ -98,11 +98,12 @@ def proxy_sets(args: argparse.Namespace) -> dict[str, tuple[list[str], np.ndarra
 
 def raw_scores(args: argparse.Namespace, sets: dict) -> dict[str, np.ndarray]:
     """Scores of the run's uncalibrated model on every set and stress condition (cached in scores.npz)."""
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
     from cxr_keras.data.shifts import SHIFTS, apply_shift
     from cxr_keras.evaluate.evaluate import run_table
-    from cxr_keras.evaluate.inference import describe_model, predict_scores, score_pixels
+    from cxr_keras.evaluate.inference import predict_scores, score_pixels
     from cxr_keras.models.calibration import strip_calibration
+    from cxr_keras.models.contract import describe_model
     from cxr_keras.models.saving import load_model
 
     cache = os.path.join(args.run, "proxies", f"scores{suffix(args)}.npz")

@@ -10,7 +10,8 @@ import pytest
 from helpers import write_blob_dataset
 
 from cxr_keras.data import disk_cache
-from cxr_keras.data.pipeline import decode_all, make_dataset
+from cxr_keras.data.decode import decode_all
+from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.sources import load_dataset
 
 

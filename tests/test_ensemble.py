@@ -13,7 +13,8 @@ from helpers import write_blob_dataset
 
 from cxr_keras.cli import main
 from cxr_keras.ensemble import average_model
-from cxr_keras.evaluate.inference import describe_model, predict_scores
+from cxr_keras.evaluate.inference import predict_scores
+from cxr_keras.models.contract import describe_model
 from cxr_keras.models.factory import build_model
 from cxr_keras.models.saving import load_model, save_model
 

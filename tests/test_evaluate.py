@@ -15,9 +15,10 @@ from cxr_keras.data.sources import load_dataset
 from cxr_keras.data.splits import apply_saved_splits
 from cxr_keras.evaluate.calibration import apply_calibration
 from cxr_keras.evaluate.evaluate import evaluate_run, run_table
-from cxr_keras.evaluate.inference import describe_model, predict_scores, truth
+from cxr_keras.evaluate.inference import predict_scores, truth
 from cxr_keras.evaluate.thresholds import choose
 from cxr_keras.models.calibration import Calibration, strip_calibration
+from cxr_keras.models.contract import describe_model
 from cxr_keras.models.saving import load_model
 from cxr_keras.train import run_experiment
 
@@ -213,7 +214,7 @@ def test_relabel_renames_merges_and_drops_classes():
 
 
 def test_failure_examples_carry_grad_cam_of_the_finding(run_dir):
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
     from cxr_keras.evaluate.evaluate import failure_cams
     from cxr_keras.evaluate.gradcam import compute_cams
 

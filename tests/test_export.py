@@ -273,7 +273,7 @@ def test_the_parity_report_measures_the_artifact_itself(exported):
     report that ran the Keras model instead would show max|dp| 0 and the Keras AUC)."""
     from sklearn.metrics import roc_auc_score
 
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
     from cxr_keras.data.sources import load_dataset
     from cxr_keras.edge import TFLiteModel
     from cxr_keras.models.saving import load_model
@@ -293,7 +293,7 @@ def test_the_parity_report_measures_the_artifact_itself(exported):
 
 def test_a_calibrated_model_exports_with_its_calibration_inside(exported, tmp_path):
     """Platt scaling lives in the model, so the TFLite file gives calibrated probabilities and the card says so."""
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
     from cxr_keras.data.sources import load_dataset
     from cxr_keras.edge import TFLiteModel
     from cxr_keras.evaluate.calibration import apply_calibration

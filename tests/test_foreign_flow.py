@@ -31,7 +31,7 @@ def foreign(tmp_path_factory):
     x = keras.layers.GlobalAveragePooling2D()(backbone(inputs, training=False))
     x = keras.layers.Dropout(0.2)(keras.layers.Dense(16, activation="relu")(x))
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
     from cxr_keras.data.sources import load_dataset
 
     table = load_dataset(data)
@@ -117,7 +117,7 @@ def test_the_toolkits_own_model_refuses_foreign_options(tmp_path, capsys):
 @pytest.mark.parametrize("head", ["sigmoid1", "logits2", "softmax3"])
 def test_the_wrapped_graph_computes_what_evaluate_computes_outside_it(preprocess, head):
     """wrap(model)(raw pixels) == to_scores(model(feed(raw pixels))): every preprocessing, every output kind."""
-    from cxr_keras.evaluate.inference import describe_model, feed, to_scores
+    from cxr_keras.models.contract import describe_model, feed, to_scores
     from cxr_keras.models.foreign import wrap
 
     units, activation = {"sigmoid1": (1, "sigmoid"), "logits2": (2, None), "softmax3": (3, "softmax")}[head]

@@ -70,7 +70,7 @@ def test_one_file_cache_prefix_never_serves_another_splits_or_labels_data(table,
 
 
 def test_memory_cache_is_single_channel_uint8(table):
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
 
     part = table.split("train")
     images = decode_all(part.paths, (64, 48))
@@ -78,7 +78,8 @@ def test_memory_cache_is_single_channel_uint8(table):
 
 
 def test_cache_tensor_shares_the_decoded_array_instead_of_copying_it():
-    from cxr_keras.data.pipeline import aligned_empty, as_tensor_in_place
+    from cxr_keras.data.decode import aligned_empty
+    from cxr_keras.data.pipeline import as_tensor_in_place
 
     array = aligned_empty((5, 8, 6, 1))
     array[:] = 3

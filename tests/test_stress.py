@@ -11,11 +11,12 @@ from helpers import write_blob_dataset
 from sklearn.metrics import roc_auc_score
 
 from cxr_keras.cli import main
-from cxr_keras.data.pipeline import decode_all
+from cxr_keras.data.decode import decode_all
 from cxr_keras.data.shifts import SHIFTS, apply_shift
 from cxr_keras.data.sources import load_dataset
-from cxr_keras.evaluate.inference import describe_model, score_pixels
+from cxr_keras.evaluate.inference import score_pixels
 from cxr_keras.evaluate.stress import stress_test
+from cxr_keras.models.contract import describe_model
 
 
 def textured(size=96):

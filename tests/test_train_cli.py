@@ -132,7 +132,7 @@ def test_experiments_print_their_config(name, blobs, capsys):
 def test_compare_backbones_writes_one_row_per_backbone(blobs, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
     from cxr_keras.models.saving import load_model
     from experiments.compare_backbones import main as compare
 

@@ -44,7 +44,7 @@ def test_cxr_evaluate_tta_scores_the_mean_of_the_views(tmp_path, capsys):
     from helpers import write_blob_dataset
 
     from cxr_keras.cli import main
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
     from cxr_keras.data.sources import load_dataset
 
     data = write_blob_dataset(str(tmp_path / "data"), n_per_class=8, size=32, seed=3)

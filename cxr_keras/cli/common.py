@@ -23,10 +23,11 @@ READ_KEYS = ("data_dir", *SOURCE_KEYS)
 
 
 def load_from_args(args: argparse.Namespace):
-    """The dataset the options of `add_data_arguments` describe (through `DataConfig.load_table`)."""
+    """The dataset the options of `add_data_arguments` describe (through `sources.load_table`)."""
     from cxr_keras.config import DataConfig
+    from cxr_keras.data.sources import load_table
 
-    return DataConfig(**{key: getattr(args, key) for key in READ_KEYS}).load_table()
+    return load_table(DataConfig(**{key: getattr(args, key) for key in READ_KEYS}))
 
 
 def add_out_argument(parser: argparse.ArgumentParser, help: str, **kwargs) -> None:

@@ -115,7 +115,8 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
 
 
     from cxr_keras.evaluate.evaluate import write_evaluation
-    from cxr_keras.evaluate.inference import describe_model, predict_scores, truth
+    from cxr_keras.evaluate.inference import predict_scores, truth
+    from cxr_keras.models.contract import describe_model
     from cxr_keras.models.saving import load_model
 
     model, metadata = load_model(args.model, compile=False)

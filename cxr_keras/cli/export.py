@@ -57,7 +57,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     loaded = load_for_export(args.model, _foreign(args))  # once, and checked before anything is written
     eval_table = None
     if args.eval_data:
-        from cxr_keras.evaluate.inference import describe_model, truth
+        from cxr_keras.evaluate.inference import truth
+        from cxr_keras.models.contract import describe_model
 
         eval_table = _eval_table(args)
         truth(eval_table, describe_model(*loaded))  # labels the model does not know: refused now, not after

@@ -152,6 +152,6 @@ def _reserve(path: str, size: int) -> None:
 
 
 def _decode(paths: list[str], image_size: tuple[int, int], resize: str) -> np.ndarray:
-    from cxr_keras.data.pipeline import decode_all
+    from cxr_keras.data.decode import decode_all
 
     return decode_all(paths, image_size, resize)

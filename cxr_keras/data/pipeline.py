@@ -12,57 +12,16 @@ else disk, and says which. `cache="/some/file"` uses tf.data's file cache, with 
 
 from __future__ import annotations
 
-import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import tensorflow as tf
 
 from cxr_keras.data import disk_cache
 from cxr_keras.data.augment import augmenter
-from cxr_keras.data.decode import load_image
-from cxr_keras.data.image_io import ImageReadError, load_gray
+from cxr_keras.data.decode import TENSOR_ALIGNMENT, decode_all, load_image
 from cxr_keras.data.table import ImageTable
 
 AUTOTUNE = tf.data.AUTOTUNE
 FILE_CACHE_SHUFFLE_BUFFER = 2048
-TENSOR_ALIGNMENT = 64  # bytes: TensorFlow's CPU allocator alignment, required to alias a numpy buffer
-
-
-def decode_all(paths: list[str], image_size: tuple[int, int], resize: str = "stretch",
-               verbose: bool = False) -> np.ndarray:
-    """Decode and resize every file, in threads (Pillow lets go of the GIL), into one (N, H, W, 1) uint8 array.
-
-    A file that passed verification but cannot be read now (changed or made unreadable since) is one
-    ImageReadError naming it, before any epoch starts."""
-    import keras
-
-    images = aligned_empty((len(paths), *image_size, 1))
-    progress = keras.utils.Progbar(len(paths), unit_name="image", verbose=1 if sys.stdout.isatty() else 2
-                                   ) if verbose else None
-
-    def load(index: int) -> int:
-        try:
-            images[index] = load_gray(paths[index], image_size, resize)
-        except ImageReadError as exc:
-            raise ImageReadError(f"{paths[index]}: {exc}; it was readable when the data was verified: fix or "
-                                 "remove it, then start again") from None
-        return index
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        for done, _ in enumerate(pool.map(load, range(len(paths))), start=1):
-            if progress and (done % 256 == 0 or done == len(paths)):
-                progress.update(done)
-    return images
-
-
-def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised uint8 array whose data starts on a TENSOR_ALIGNMENT boundary."""
-    size = int(np.prod(shape))
-    buffer = np.empty(size + TENSOR_ALIGNMENT, dtype=np.uint8)
-    offset = -buffer.ctypes.data % TENSOR_ALIGNMENT
-    return buffer[offset : offset + size].reshape(shape)
 
 
 def as_tensor_in_place(array: np.ndarray) -> tf.Tensor:

@@ -32,7 +32,8 @@ from cxr_keras.data.verify import Fingerprint, verify_files
 from cxr_keras.data.walk import find_images
 
 LAYOUTS = CHOICES_LAYOUTS
-__all__ = ["NIH_FINDINGS", "NIH_NO_FINDING", "DataError", "detect_layout", "load_dataset", "patient_from_name"]
+__all__ = ["NIH_FINDINGS", "NIH_NO_FINDING", "DataError", "detect_layout", "load_dataset", "load_table",
+           "patient_from_name"]
 
 # Patient ids in well-known file names: the first group is the patient.
 PATIENT_PATTERNS = {
@@ -92,6 +93,15 @@ def load_dataset(
     records.labels, folded = fold_label_case(records.labels, classes or records.classes, keep_label_case)
     records.notes += [folded] if folded else []
     return _to_table(records, root, classes, task, max_pixels, verify, copy_conflicts)
+
+
+def load_table(data) -> ImageTable:
+    """The dataset a `config.DataConfig` describes, unsplit."""
+    return load_dataset(data.data_dir, data.layout, data.csv, data.images_dir, classes=data.classes, task=data.task,
+                        patient_pattern=data.patient_pattern, path_column=data.path_column,
+                        labels_column=data.labels_column, delimiter=data.delimiter, max_pixels=data.max_pixels,
+                        allow_outside_paths=data.allow_outside_paths, keep_label_case=data.keep_label_case,
+                        copy_conflicts=data.copy_conflicts)
 
 
 def describe_layouts() -> str:

@@ -1,6 +1,6 @@
 """Evaluate a Keras classifier on a dataset: metrics.json, figures and report.md (`write_evaluation`), and a
 run on its own splits with its threshold chosen and saved with the model (`evaluate_run`). How a model is fed and
-read (ours or foreign) is `cxr_keras.evaluate.inference`.
+read (ours or foreign) is `cxr_keras.models.contract`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import numpy as np
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate import plots
-from cxr_keras.evaluate.inference import ModelSpec, describe_model, feed, predict_scores, truth
+from cxr_keras.evaluate.inference import predict_scores, truth
 from cxr_keras.evaluate.metrics import evaluate_scores, predictions, summary_at_threshold
 from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose, parse_rule, sweep
 from cxr_keras.io_utils import atomic_writer
+from cxr_keras.models.contract import ModelSpec, describe_model, feed
 
 
 def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str, prior: float | None = None) -> dict:
@@ -325,10 +326,11 @@ def calibrate_model(model_path: str, model: keras.Model, metadata: dict, spec: M
 def run_table(run_dir: str, config=None) -> ImageTable:
     """A run's data with the split it was trained with (its splits.csv); `config` when already loaded."""
     from cxr_keras.config import ExperimentConfig
+    from cxr_keras.data.sources import load_table
     from cxr_keras.data.splits import apply_saved_splits
 
     config = config or ExperimentConfig.load(os.path.join(run_dir, "config.json"))
-    table = config.data.load_table()
+    table = load_table(config.data)
     return apply_saved_splits(table, os.path.join(run_dir, "splits.csv"))
 
 

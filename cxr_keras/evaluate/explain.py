@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from cxr_keras.data.masks import box_masks, lesion_mask
 from cxr_keras.evaluate.gradcam import compute_cams, layer_path
-from cxr_keras.evaluate.inference import ModelSpec, describe_model, feed, softmax
 from cxr_keras.evaluate.localisation import border_check, pointing_game, save_mean_maps
+from cxr_keras.models.contract import ModelSpec, describe_model, feed, softmax
 
 
 @dataclasses.dataclass

@@ -187,7 +187,7 @@ def compute_cams(model: keras.Model, images: np.ndarray, method: str = "gradcam"
     if class_index is not None and not 0 <= class_index < max(n_out, 2):
         raise ValueError(f"class index {class_index} is out of range for a model with {n_out} output(s)")
     if logits is None:
-        from cxr_keras.evaluate.inference import final_activation
+        from cxr_keras.models.contract import final_activation
 
         logits = final_activation(model) in ("linear", None)
     step = _cam_function(model, layer, method, bool(logits), positive_index if exclusive else -1)

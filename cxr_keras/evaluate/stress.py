@@ -14,12 +14,13 @@ import sys
 import keras
 import numpy as np
 
-from cxr_keras.data.pipeline import decode_all
+from cxr_keras.data.decode import decode_all
 from cxr_keras.data.shifts import SHIFTS, STRENGTHS, apply_shift
 from cxr_keras.display import threshold_text
-from cxr_keras.evaluate.inference import ModelSpec, score_pixels
+from cxr_keras.evaluate.inference import score_pixels
 from cxr_keras.evaluate.metrics import summary_at_threshold
 from cxr_keras.io_utils import atomic_writer
+from cxr_keras.models.contract import ModelSpec
 
 
 def stress_test(model: keras.Model, spec: ModelSpec, paths: list[str], y: np.ndarray, threshold,

@@ -14,7 +14,7 @@ import json
 
 import keras
 
-from cxr_keras.evaluate.inference import ModelSpec, describe_model, feed
+from cxr_keras.models.contract import ModelSpec, describe_model, feed
 
 
 @dataclasses.dataclass
