@@ -16,53 +16,61 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from cxr_keras.callbacks import TimeBudget, training_callbacks
 from cxr_keras.config import ExperimentConfig
 from cxr_keras.data import disk_cache
-from cxr_keras.data.balance import class_weights, initial_bias, positive_weights
+from cxr_keras.data.balance import initial_bias, loss_weighting, positive_weight, training_prior
 from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.mixup import mix_batches
-from cxr_keras.data.pipeline import dataset_for_split
+from cxr_keras.data.pipeline import dataset_for_split, pixel_statistics
 from cxr_keras.data.report import data_summary
 from cxr_keras.data.sources import load_table
 from cxr_keras.data.splits import (
     SplitError,
     apply_saved_splits,
     check_classes_in_splits,
-    save_splits,
     split_holding_out,
     split_table,
 )
-from cxr_keras.data.table import ImageTable, write_dropped
-from cxr_keras.evaluate.plots import plot_history
-from cxr_keras.io_utils import atomic_writer, check_outside_data, check_writable
+from cxr_keras.data.table import ImageTable
 from cxr_keras.models.clahe import CLAHE
 from cxr_keras.models.factory import build_model, check_request, loss_for, metrics_for
 from cxr_keras.models.finetune import (
-    BatchNormRecalibration,
-    current_learning_rate,
     learning_rate,
     plan_stages,
     set_trainable,
 )
 from cxr_keras.models.memory import training_bytes
-from cxr_keras.models.saving import load_model, save_model, saved_state
+from cxr_keras.models.saving import load_model
 from cxr_keras.models.weights import check_init_from, init_from_model, is_pretrained, resolve_weights
+from cxr_keras.run_folder import (
+    CONFIG,
+    CURVES,
+    HISTORY,
+    LAST,
+    SPLITS,
+    RunError,
+    config_for_resume,
+    copy_resume_point,
+    new_run_dir,
+    only_process,
+    read_state,
+    repair_after_kill,
+    resume_state,
+    run_file,
+    write_state,
+)
 from cxr_keras.runtime import is_chief, make_strategy, precision, seed_everything, versions
-
-
-class RunError(ValueError):
-    """A run cannot start or resume; the message says why and what to do."""
+from cxr_keras.training_curves import plot_history
 
 
 def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None, run_dir: str | None = None,
@@ -81,15 +89,15 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
                 scratch = tempfile.mkdtemp(prefix="cxr-keras-worker-")
                 hold.callback(shutil.rmtree, scratch, True)
                 if resume:  # the chief's folder, read here and never written: resume from a copy of its state
-                    resume = _copy_resume_point(resume, scratch)
+                    resume = copy_resume_point(resume, scratch)
                 else:
                     run_dir = scratch
                 _say(quiet, f"Not the chief worker: this process writes to {scratch}, removed at the end")
         if resume:
-            config, run_dir = _config_for_resume(resume, config), resume
-            table = apply_saved_splits(_read_data(config), os.path.join(run_dir, "splits.csv"))
-            hold.enter_context(_only_process(run_dir))
-            _repair_after_kill(run_dir, _resume_state(run_dir)["epoch"])
+            config, run_dir = config_for_resume(resume, config), resume
+            table = apply_saved_splits(_read_data(config), run_file(run_dir, SPLITS))
+            hold.enter_context(only_process(run_dir))
+            repair_after_kill(run_dir, resume_state(run_dir)["epoch"])
         else:  # everything that can be checked is checked before the run folder is made
             config.check()
             config = dataclasses.replace(config, model=dataclasses.replace(config.model))
@@ -102,8 +110,8 @@ def run_experiment(config: ExperimentConfig | None, *, resume: str | None = None
             data = config.data
             table = _split(_read_data(config), data)
             _say(quiet, data_summary(table))
-            _weighting(config, table)
-            run_dir = _new_run_dir(config, run_dir, table, hold)
+            loss_weighting(config, table)
+            run_dir = new_run_dir(config, run_dir, table, hold)
         seed_everything(config.train.seed, config.train.deterministic)
         try:
             with precision(config.train.mixed_precision):
@@ -129,9 +137,9 @@ def _check_memory(config: ExperimentConfig) -> None:
 
 def _multiworker(config: ExperimentConfig | None, resume: str | None) -> bool:
     if config is None and resume:
-        if not os.path.isfile(os.path.join(resume, "config.json")):
+        if not os.path.isfile(run_file(resume, CONFIG)):
             raise RunError(f"--resume {resume}: no config.json there; give a run folder that `cxr train` made")
-        config = ExperimentConfig.load(os.path.join(resume, "config.json"))
+        config = ExperimentConfig.load(run_file(resume, CONFIG))
     return config is not None and config.train.strategy == "multiworker"
 
 
@@ -173,7 +181,7 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
     steps = train.steps_per_epoch or int(np.ceil(len(table.split("train")) / data.batch_size))
     if train.steps_per_epoch:
         train_ds = train_ds.repeat()
-    weighting = _weighting(config, table)
+    weighting = loss_weighting(config, table)
     fit_ds, class_weight = _mixed(train_ds, train, weighting.get("class_weight"))
     if train.strategy == "multiworker":  # the memory cache is one tensor, not files: shard the batches' elements
         options = tf.data.Options()
@@ -183,9 +191,9 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
     pretrained = is_pretrained(config.model.weights)
     stages = plan_stages(train.stages, pretrained)
     strategy = make_strategy(train.strategy)
-    state = _read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
+    state = read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
     with strategy.scope():
-        model = (load_model(os.path.join(run_dir, "last.keras"))[0] if resuming
+        model = (load_model(run_file(run_dir, LAST))[0] if resuming
                  else _build(config, table, train_ds, weighting, quiet, application))
 
     budget = TimeBudget(train.time_budget_s) if train.time_budget_s else None
@@ -203,7 +211,7 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
             _say(quiet, f"\nStage {index + 1}/{len(stages)} '{stage.name or stage.trainable}': epochs "
                         f"{epoch_start + 1}-{epoch_end}, {unfrozen} backbone layers trainable, learning rate "
                         f"{stage.learning_rate:g} ({stage.schedule}, warm-up {stage.warmup_epochs:g} epochs)")
-        callbacks = _callbacks(config, run_dir, index, state, _metadata(config, table, weighting), train_ds,
+        callbacks = training_callbacks(config, run_dir, index, state, _metadata(config, table, weighting), train_ds,
                                pretrained)
         callbacks += [budget] if budget else []
         callbacks += extra_callbacks
@@ -215,13 +223,13 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
                   epochs=epoch_end, steps_per_epoch=steps if train.steps_per_epoch else None,
                   class_weight=class_weight, callbacks=callbacks, shuffle=False,
                   verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
-        state = _read_state(run_dir)
+        state = read_state(run_dir)
         if state.get("stopped_early"):
             why = "time budget spent" if budget and budget.spent else "early stopping"
             _say(quiet, f"Stopped after epoch {state['epoch']} ({why}): later stages skipped")
             break
-    _write_state(run_dir, {**state, "complete": True})
-    plot_history(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"))
+    write_state(run_dir, {**state, "complete": True})
+    plot_history(run_file(run_dir, HISTORY), run_file(run_dir, CURVES))
     _say(quiet, f"\nRun finished: {run_dir}\n  best {train.monitor} {state['best']:.4f} at epoch "
                 f"{state['best_epoch']} -> {os.path.join(run_dir, 'best.keras')}")
     return run_dir
@@ -241,132 +249,10 @@ def _say(quiet: bool, message: str) -> None:
         print(message, flush=True)
 
 
-STUB = {"config.json", "splits.csv", "dropped.csv", "tensorboard"}  # what a start leaves before its first epoch
-CHECKPOINTS = ("last.keras", "best.keras", "state.json")  # a folder with one of these holds a completed epoch
-
-
-def _new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTable,
-                 hold: contextlib.ExitStack) -> str:
-    """A new run folder with config.json, splits.csv (and dropped.csv), held by this process (see
-    `_only_process`). The folder of a start that failed before any epoch was saved (a kill, a full disk at the first
-    checkpoint: nothing but STUB and an unsaved epoch's history.csv in it) is reused."""
-    run_dir = run_dir or os.path.join(config.runs_dir, f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise RunError(f"run directory {run_dir} is a file; choose another --run-dir")
-    check_outside_data(run_dir, [config.data.data_dir, config.data.images_dir or ""], "the run folder")
-    check_writable(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    hold.enter_context(_only_process(run_dir))
-    names = {n for n in os.listdir(run_dir) if not n.startswith(".")}
-    saved = any(os.path.exists(os.path.join(run_dir, name)) for name in CHECKPOINTS)
-    if saved or names - STUB - {"history.csv"}:
-        raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
-                       "choose another name, or --resume it")
-    _repair_after_kill(run_dir, 0)  # history rows of an epoch that was never saved, temporary files
-    config.save(os.path.join(run_dir, "config.json"), versions=versions())
-    save_splits(table, os.path.join(run_dir, "splits.csv"))
-    if table.dropped:
-        write_dropped(table.dropped, os.path.join(run_dir, "dropped.csv"))
-    return run_dir
-
-
-@contextlib.contextmanager
-def _only_process(run_dir: str):
-    """Hold the run folder for this process (an exclusive lock on RUN/.lock, released when the process ends, even
-    killed): a second `--resume` of a folder that is training is refused instead of interleaving epochs."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, as before
-        yield
-        return
-    with open(os.path.join(run_dir, ".lock"), "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunError(f"{run_dir} is being trained by another process right now; wait for it to end or stop "
-                           "it, then --resume") from None
-        yield
-
-
-def _repair_after_kill(run_dir: str, epochs_done: int) -> None:
-    """What a kill can leave behind: history rows of an epoch whose checkpoint was never written (CSVLogger
-    writes before the checkpoint), and temporary files of interrupted atomic writes."""
-    for name in os.listdir(run_dir):
-        if name.startswith(".") and name.endswith((".tmp", ".keras")):
-            os.remove(os.path.join(run_dir, name))
-    path = os.path.join(run_dir, "history.csv")
-    if not os.path.exists(path):
-        return
-    with open(path, newline="") as f:
-        lines = f.readlines()
-    kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",", 1)[0])) < epochs_done]
-    if len(kept) != len(lines):
-        with atomic_writer(path, newline="") as f:
-            f.writelines(kept)
-
-
-RESUME_POINT = ("config.json", "splits.csv", "state.json", "last.keras")
-
-
-def _copy_resume_point(run_dir: str, scratch: str) -> str:
-    """A non-chief worker's copy of what resuming the chief's `run_dir` reads (it must see the chief's folder:
-    the same host, or a shared filesystem). Every worker then starts from the same epoch and weights."""
-    missing = [name for name in RESUME_POINT if not os.path.isfile(os.path.join(run_dir, name))]
-    if missing:
-        raise RunError(f"--resume {run_dir}: this worker cannot read {', '.join(missing)} there; every worker "
-                       "resumes the chief's run folder, so give them all its path (on a filesystem they share)")
-    for name in RESUME_POINT:
-        shutil.copy2(os.path.join(run_dir, name), os.path.join(scratch, name))
-    return scratch
-
-
-def _config_for_resume(run_dir: str, config: ExperimentConfig | None) -> ExperimentConfig:
-    state_path = os.path.join(run_dir, "state.json")
-    if not os.path.exists(os.path.join(run_dir, "last.keras")) or not (
-            os.path.exists(state_path) or _checkpoint_state(run_dir)):  # a kill before the first state.json
-        raise RunError(f"{run_dir} has no completed epoch to resume from (no state.json / last.keras); start it "
-                       f"again with --run-dir {run_dir} (the folder is reused)")
-    saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
-    if os.path.exists(state_path) and _read_state(run_dir).get("complete"):
-        raise RunError(f"run {run_dir} is already complete; start a new run to train more")
-    if config is not None:
-        ours = dict(_flatten(config.to_dict()))
-        differing = sorted(k for k, v in _flatten(saved.to_dict()) if k != "model.weights" and ours.get(k) != v)
-        if differing:
-            raise RunError(f"--resume {run_dir}: the run was made with another config (differs in {differing}); "
-                           "resume without options, or start a new run")
-    return saved
-
-
-def _flatten(values: dict, prefix: str = ""):
-    for key, value in values.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", json.loads(json.dumps(value))
-
-
 def _read_data(config: ExperimentConfig) -> ImageTable:
     if not config.data.data_dir:
         raise RunError("config.data.data_dir is empty: say where the images are (--data-dir)")
     return load_table(config.data)
-
-
-def _weighting(config: ExperimentConfig, table: ImageTable) -> dict:
-    """{"class_weight": {...}} or {"pos_weight": array} or {} per `train.balance` (auto: by task)."""
-    balance = config.train.balance
-    if balance not in ("auto", "none", "class_weight", "pos_weight"):
-        raise RunError(f"train.balance must be auto, none, class_weight or pos_weight, got {balance!r}")
-    if balance == "none":
-        return {}
-    targets = table.split("train").targets()
-    if table.task == "multilabel":
-        if balance == "class_weight":
-            raise RunError("Keras' class_weight does not apply to multi-label targets: use balance pos_weight")
-        return {"pos_weight": positive_weights(targets, table.classes, config.train.max_pos_weight)}
-    if balance == "pos_weight":
-        raise RunError(f"balance pos_weight is for multi-label data; this data is {table.task}: use class_weight")
-    return {"class_weight": class_weights(targets, table.classes)}
 
 
 def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Dataset, weighting: dict,
@@ -376,7 +262,7 @@ def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Datase
     loaded (built once per run)."""
     m = config.model
     targets = table.split("train").targets()
-    bias = initial_bias(targets, table.task, _positive_weight(weighting, table.task, targets.shape[1]))
+    bias = initial_bias(targets, table.task, positive_weight(weighting, table.task, targets.shape[1]))
     stats = None
     if not is_pretrained(m.weights):  # the pixels the backbone sees: after CLAHE when the model applies it
         stats = pixel_statistics(train_ds, CLAHE(m.clahe) if m.clahe else None)
@@ -387,38 +273,6 @@ def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Datase
     if m.init_from:
         _say(quiet, f"Starting from {init_from_model(model, m.init_from, table.classes)}")
     return model
-
-
-def _positive_weight(weighting: dict, task: str, n_outputs: int) -> np.ndarray | None:
-    if "pos_weight" in weighting:
-        return np.asarray(weighting["pos_weight"])
-    if "class_weight" in weighting:
-        w = weighting["class_weight"]
-        return np.array([w[1] / w[0]]) if task == "binary" else np.array([w[k] for k in range(n_outputs)])
-    return None
-
-
-def pixel_statistics(dataset: tf.data.Dataset, transform=None, batches: int = 20) -> tuple[float, float]:
-    """Mean and standard deviation of the pixels in the first `batches` batches (for from-scratch inputs),
-    after `transform` (a layer the model applies first) when given."""
-    total = total_sq = count = 0.0
-    for images, *_ in dataset.take(batches):
-        x = np.asarray(transform(images) if transform is not None else images, dtype=np.float64)
-        total, total_sq, count = total + x.sum(), total_sq + np.square(x).sum(), count + x.size
-    mean = total / count
-    return float(mean), float(max(np.sqrt(total_sq / count - mean**2), 1.0))
-
-
-def training_prior(config: ExperimentConfig, table: ImageTable, weighting: dict | None = None) -> list[float] | None:
-    """Per sigmoid output, the positive rate the weighted training loss saw (0.5 under balanced class weights;
-    the plain training prevalence without weighting): where the `balanced` threshold rule cuts. None for
-    multi-class models."""
-    if table.task == "multiclass":
-        return None
-    weighting = _weighting(config, table) if weighting is None else weighting
-    targets = table.split("train").targets()
-    bias = initial_bias(targets, table.task, _positive_weight(weighting, table.task, targets.shape[1]))
-    return [float(v) for v in 1 / (1 + np.exp(-bias))]
 
 
 def _metadata(config: ExperimentConfig, table: ImageTable, weighting: dict) -> dict:
@@ -439,140 +293,3 @@ def _metadata(config: ExperimentConfig, table: ImageTable, weighting: dict) -> d
 def _ema(train) -> dict:
     """Adam's own exponential moving average of the weights (Keras' `use_ema`), when asked for."""
     return {} if train.ema_momentum is None else {"use_ema": True, "ema_momentum": train.ema_momentum}
-
-
-def _callbacks(config, run_dir, stage, state, metadata, train_ds, pretrained) -> list[keras.callbacks.Callback]:
-    train = config.train
-    callbacks: list[keras.callbacks.Callback] = [StageLog(stage)]
-    if train.ema_momentum is not None:  # first: the averaged weights are in place for BatchNorm recalibration,
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))  # validation and the checkpoints
-    if _recalibrate(train.recalibrate_bn, pretrained):
-        callbacks.append(BatchNormRecalibration(train_ds, train.recalibrate_batches))
-    callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True))
-    if train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False))
-    if train.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(train.monitor, patience=train.early_stopping_patience,
-                                                       mode="max" if "auc" in train.monitor else "auto",
-                                                       restore_best_weights=False))
-    if train.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(train.monitor, patience=train.reduce_lr_patience,
-                                                           mode="max" if "auc" in train.monitor else "auto"))
-    callbacks.append(RunCheckpoints(run_dir, train.monitor, state, metadata))
-    return callbacks
-
-
-def _recalibrate(setting: str | bool, pretrained: bool) -> bool:
-    if setting in ("auto", None):
-        return not pretrained
-    return setting in (True, "true", "yes", "on")
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training, across stages, before an epoch would end past `seconds` of wall time (equal budgets
-    for comparisons). Why by hand: Keras has no wall-clock stopping callback."""
-
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds, self.start, self.spent = seconds, time.perf_counter(), False
-        self._epoch_start = self.start
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        if now - self.start + (now - self._epoch_start) > self.seconds:
-            self.spent = self.model.stop_training = True
-
-
-class StageLog(keras.callbacks.Callback):
-    """Adds the stage number and the learning rate to each epoch's logs (so CSVLogger writes them)."""
-
-    def __init__(self, stage: int):
-        super().__init__()
-        self.stage = stage
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["stage"] = self.stage + 1
-            logs["learning_rate"] = current_learning_rate(self.model)
-
-
-class RunCheckpoints(keras.callbacks.Callback):
-    """Each epoch: `best.keras` when `monitor` improved, `last.keras` and `state.json`, all written atomically.
-
-    Why not keras.callbacks.ModelCheckpoint: it writes in place (a kill mid-save corrupts the previous best)
-    and forgets the best value between the `fit` calls of successive stages.
-    """
-
-    def __init__(self, run_dir: str, monitor: str, state: dict, metadata: dict):
-        super().__init__()
-        self.run_dir, self.monitor, self.metadata = run_dir, monitor, metadata
-        self.state = dict(state)
-        self.maximize = "loss" not in monitor
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        value = logs.get(self.monitor)
-        if value is None:
-            raise RunError(f"monitor {self.monitor!r} is not among the logged metrics {sorted(logs)}")
-        best = self.state.get("best")
-        if best is None or (value > best if self.maximize else value < best):
-            self.state.update(best=float(value), best_epoch=epoch + 1)
-            save_model(self.model, os.path.join(self.run_dir, "best.keras"),
-                       {**self.metadata, "epoch": epoch + 1, self.monitor: float(value)})
-        self.state.update(epoch=epoch + 1, stopped_early=False)
-        # the state inside last.keras too: a kill between the two writes leaves last.keras an epoch ahead of
-        # state.json, and resuming must follow the weights (`_resume_state`)
-        save_model(self.model, os.path.join(self.run_dir, "last.keras"), state=self.state)
-        _write_state(self.run_dir, self.state)
-
-    def on_train_end(self, logs=None):
-        if self.model.stop_training:
-            self.state["stopped_early"] = True
-            _write_state(self.run_dir, self.state)
-
-
-def _resume_state(run_dir: str) -> dict:
-    """Where a resume continues: state.json, or the state saved inside last.keras when that is exactly one
-    epoch ahead (a kill after the checkpoint was written and before state.json was; state.json is then brought
-    up to date). Any other disagreement means the folder was changed by hand: refused."""
-    path = os.path.join(run_dir, "state.json")
-    state = _read_state(run_dir) if os.path.exists(path) else {"epoch": 0, "best": None, "best_epoch": None}
-    inside = _checkpoint_state(run_dir)
-    if inside is None or inside["epoch"] == state["epoch"]:
-        return state
-    if inside["epoch"] != state["epoch"] + 1:
-        raise RunError(f"--resume {run_dir}: state.json says {state['epoch']} epochs are done but last.keras holds "
-                       f"epoch {inside['epoch']}; the folder was changed since training wrote it, so it cannot be "
-                       "resumed safely: start a new run")
-    state = {**state, **inside}
-    _write_state(run_dir, state)
-    return state
-
-
-def _checkpoint_state(run_dir: str) -> dict | None:
-    """The (epoch, best, best_epoch) saved inside last.keras, or None when there is none of that shape."""
-    inside = saved_state(os.path.join(run_dir, "last.keras"))
-    if not isinstance(inside, dict):
-        return None
-    epoch, best, best_epoch = inside.get("epoch"), inside.get("best"), inside.get("best_epoch")
-    numbers = isinstance(best, (int, float)) and not isinstance(best, bool) and np.isfinite(best)
-    if not (_whole(epoch) and epoch >= 1 and numbers and _whole(best_epoch) and 1 <= best_epoch <= epoch):
-        return None
-    return {"epoch": epoch, "best": float(best), "best_epoch": best_epoch, "stopped_early": False}
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _read_state(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "state.json")) as f:
-        return json.load(f)
-
-
-def _write_state(run_dir: str, state: dict) -> None:
-    with atomic_writer(os.path.join(run_dir, "state.json")) as f:
-        json.dump(state, f, indent=2)

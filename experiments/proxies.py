@@ -203,8 +203,8 @@ def judge(args: argparse.Namespace, sets: dict, scores: dict) -> dict:
 
 def training_prior_of(run: str) -> list[float] | None:
     from cxr_keras.config import ExperimentConfig
+    from cxr_keras.data.balance import training_prior
     from cxr_keras.evaluate.evaluate import run_table
-    from cxr_keras.train import training_prior
 
     return training_prior(ExperimentConfig.load(os.path.join(run, "config.json")), run_table(run))
 

@@ -49,8 +49,8 @@ def test_training_prior_is_the_positive_rate_the_weighted_loss_sees():
     """0.5 under balanced class weights; the plain prevalence without weighting; w p / (w p + 1 - p) per finding
     under capped positive weights."""
     from cxr_keras.config import ExperimentConfig, TrainConfig
+    from cxr_keras.data.balance import training_prior
     from cxr_keras.data.table import ImageTable
-    from cxr_keras.train import training_prior
 
     n = 40
     labels = np.eye(2)[[1] * 30 + [0] * 10]  # 75% positive

@@ -125,22 +125,22 @@ def test_a_full_or_read_only_out_is_one_line_before_any_work(trained, tmp_path, 
 
 def test_a_full_disk_at_the_first_checkpoint_leaves_a_folder_that_starts_again(trained, tmp_path, capsys,
                                                                                monkeypatch):
-    from cxr_keras import train
+    from cxr_keras import callbacks
 
     _, data, _, _ = trained
-    real_save = train.save_model
+    real_save = callbacks.save_model
 
     def full(model, path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(train, "save_model", full)
+    monkeypatch.setattr(callbacks, "save_model", full)
     run = str(tmp_path / "run")
     assert main(_train_argv(data, run)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: cannot write ") and "no space left on the device" in err[-1]
     assert main(["train", "--resume", run]) == 2
     assert f"start it again with --run-dir {run}" in capsys.readouterr().err
-    monkeypatch.setattr(train, "save_model", real_save)
+    monkeypatch.setattr(callbacks, "save_model", real_save)
     assert main(_train_argv(data, run)) == 0  # the same folder, started again
     with open(os.path.join(run, "history.csv")) as f:
         assert len(f.read().strip().splitlines()) == 2  # the header and one epoch: the failed one is gone

@@ -106,7 +106,8 @@ def test_tf_config_faults_are_one_line_and_write_nothing(tmp_path, monkeypatch, 
 
 
 def test_a_worker_that_cannot_read_the_chiefs_folder_says_so(tmp_path):
-    from cxr_keras.train import RunError, _copy_resume_point
+    from cxr_keras.run_folder import RunError
+    from cxr_keras.run_folder import copy_resume_point as _copy_resume_point
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")

@@ -11,13 +11,14 @@ import pytest
 from helpers import write_blob_dataset, write_image
 from sklearn.metrics import roc_auc_score
 
+from cxr_keras.callbacks import RunCheckpoints
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.sources import load_dataset
 from cxr_keras.evaluate.evaluate import run_table
 from cxr_keras.models.saving import load_model
 from cxr_keras.models.weights import WeightsError
-from cxr_keras.train import RunCheckpoints, RunError, run_experiment
+from cxr_keras.train import RunError, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -343,23 +344,23 @@ def test_a_kill_between_the_checkpoint_and_state_json_resumes_after_the_checkpoi
     on weights that already took it. A last.keras whose state was changed by hand is refused."""
     import zipfile
 
-    import cxr_keras.train as train
+    import cxr_keras.callbacks as callbacks
     from cxr_keras.models.saving import STATE_MEMBER
 
     stages = [StageConfig(epochs=3, trainable="all", warmup_epochs=0, schedule="cosine")]
     whole = history(run_experiment(config(blobs, tmp_path / "whole", stages=stages), quiet=True))
-    real = train._write_state
+    real = callbacks.write_state
 
     def killed_before_epoch_one_is_recorded(run_dir, state):
         if state["epoch"] == 1:
             raise KeyboardInterrupt
         real(run_dir, state)
 
-    monkeypatch.setattr(train, "_write_state", killed_before_epoch_one_is_recorded)
+    monkeypatch.setattr(callbacks, "write_state", killed_before_epoch_one_is_recorded)
     run_dir = str(tmp_path / "killed")
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config(blobs, tmp_path, stages=stages), run_dir=run_dir, quiet=True)
-    monkeypatch.setattr(train, "_write_state", real)
+    monkeypatch.setattr(callbacks, "write_state", real)
     assert not os.path.exists(os.path.join(run_dir, "state.json"))
 
     tampered = str(tmp_path / "tampered")

@@ -1,10 +1,14 @@
-"""Class balance arithmetic: Keras class weights, per-label positive weights (for `models.losses`), and
-prior-based output bias."""
+"""Class balance: Keras class weights, per-label positive weights (for `models.losses`), prior-based output bias,
+which of them a run's `train.balance` asks for (`loss_weighting`), and the positive rate its loss sees
+(`training_prior`, where the `balanced` threshold rule cuts)."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
+
+from cxr_keras.config import ExperimentConfig
+from cxr_keras.data.table import ImageTable
 
 
 class BalanceError(ValueError):
@@ -48,3 +52,39 @@ def initial_bias(targets: np.ndarray, task: str, weight: np.ndarray | None = Non
     return np.log(weight * prior) if task == "multiclass" else np.log(weight * prior / (1 - prior))
 
 
+def loss_weighting(config: ExperimentConfig, table: ImageTable) -> dict:
+    """{"class_weight": {...}} or {"pos_weight": array} or {} per `train.balance` (auto: by task)."""
+    balance = config.train.balance
+    if balance not in ("auto", "none", "class_weight", "pos_weight"):
+        raise BalanceError(f"train.balance must be auto, none, class_weight or pos_weight, got {balance!r}")
+    if balance == "none":
+        return {}
+    targets = table.split("train").targets()
+    if table.task == "multilabel":
+        if balance == "class_weight":
+            raise BalanceError("Keras' class_weight does not apply to multi-label targets: use balance pos_weight")
+        return {"pos_weight": positive_weights(targets, table.classes, config.train.max_pos_weight)}
+    if balance == "pos_weight":
+        raise BalanceError(f"balance pos_weight is for multi-label data; this data is {table.task}: use class_weight")
+    return {"class_weight": class_weights(targets, table.classes)}
+
+
+def positive_weight(weighting: dict, task: str, n_outputs: int) -> np.ndarray | None:
+    if "pos_weight" in weighting:
+        return np.asarray(weighting["pos_weight"])
+    if "class_weight" in weighting:
+        w = weighting["class_weight"]
+        return np.array([w[1] / w[0]]) if task == "binary" else np.array([w[k] for k in range(n_outputs)])
+    return None
+
+
+def training_prior(config: ExperimentConfig, table: ImageTable, weighting: dict | None = None) -> list[float] | None:
+    """Per sigmoid output, the positive rate the weighted training loss saw (0.5 under balanced class weights;
+    the plain training prevalence without weighting): where the `balanced` threshold rule cuts. None for
+    multi-class models."""
+    if table.task == "multiclass":
+        return None
+    weighting = loss_weighting(config, table) if weighting is None else weighting
+    targets = table.split("train").targets()
+    bias = initial_bias(targets, table.task, positive_weight(weighting, table.task, targets.shape[1]))
+    return [float(v) for v in 1 / (1 + np.exp(-bias))]

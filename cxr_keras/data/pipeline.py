@@ -124,3 +124,14 @@ def dataset_for_split(table: ImageTable, split: str, image_size: tuple[int, int]
     if len(part) == 0:
         raise ValueError(f"split {split!r} is empty; choose split ratios that give it images")
     return make_dataset(part.paths, part.targets(), image_size, batch_size, **kwargs)
+
+
+def pixel_statistics(dataset: tf.data.Dataset, transform=None, batches: int = 20) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels in the first `batches` batches (for from-scratch inputs),
+    after `transform` (a layer the model applies first) when given."""
+    total = total_sq = count = 0.0
+    for images, *_ in dataset.take(batches):
+        x = np.asarray(transform(images) if transform is not None else images, dtype=np.float64)
+        total, total_sq, count = total + x.sum(), total_sq + np.square(x).sum(), count + x.size
+    mean = total / count
+    return float(mean), float(max(np.sqrt(total_sq / count - mean**2), 1.0))

@@ -298,7 +298,7 @@ def _priors(metadata: dict, run_dir: str) -> list[float] | None:
     if metadata.get("training_prior"):
         return metadata["training_prior"]
     from cxr_keras.config import ExperimentConfig
-    from cxr_keras.train import training_prior
+    from cxr_keras.data.balance import training_prior
 
     return training_prior(ExperimentConfig.load(os.path.join(run_dir, "config.json")), run_table(run_dir))
 

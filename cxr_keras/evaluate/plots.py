@@ -1,10 +1,9 @@
-"""Figures (matplotlib, PNG, written atomically): training curves; and of evaluations, ROC with a bootstrap
+"""Figures (matplotlib, PNG, written atomically) of evaluations: ROC with a bootstrap
 band, PR, confusion matrices, threshold sweep, reliability diagram, per-class bars, and a grid of the most
 confident mistakes."""
 
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
@@ -16,31 +15,6 @@ from cxr_keras.io_utils import save_figure as save
 
 plt = pyplot()
 GRID = np.linspace(0, 1, 101)
-PANELS = (("loss", "Loss"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy"))
-
-
-def plot_history(history_csv: str, out_png: str) -> str:
-    """A run's train and validation curves of each metric in PANELS that its history.csv holds, stage
-    boundaries dashed; returns `out_png`."""
-    with open(history_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) + 1 for r in rows]
-    panels = [(key, title) for key, title in PANELS if rows and key in rows[0]]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 3.6), squeeze=False)
-    boundaries = [e for prev, row, e in zip(rows, rows[1:], epochs[1:]) if row.get("stage") != prev.get("stage")]
-    for ax, (key, title) in zip(axes[0], panels):
-        ax.plot(epochs, [float(r[key]) for r in rows], marker="o", label="train")
-        if f"val_{key}" in rows[0]:
-            ax.plot(epochs, [float(r[f"val_{key}"]) for r in rows], marker="o", label="validation")
-        for b in boundaries:
-            ax.axvline(b - 0.5, color="gray", linestyle="--", linewidth=1)
-        ax.set(title=title, xlabel="epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if boundaries:
-        fig.suptitle("dashed lines: start of a new fine-tuning stage", fontsize=9)
-    fig.tight_layout()
-    return save(fig, out_png)
 
 
 def roc_band(y: np.ndarray, s: np.ndarray, resamples: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
