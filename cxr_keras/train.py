@@ -53,6 +53,7 @@ from cxr_keras.models.memory import training_bytes
 from cxr_keras.models.saving import load_model
 from cxr_keras.models.weights import check_init_from, init_from_model, is_pretrained, resolve_weights
 from cxr_keras.run_folder import (
+    BEST,
     CONFIG,
     CURVES,
     HISTORY,
@@ -168,10 +169,69 @@ def _split(table: ImageTable, data) -> ImageTable:
 
 def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bool, quiet: bool,
          extra_callbacks: list, application: keras.Model | None = None) -> str:
+    train = config.train
+    feeds = _feeds(config, table, quiet)
+    pretrained = is_pretrained(config.model.weights)
+    stages = plan_stages(train.stages, pretrained)
+    strategy = make_strategy(train.strategy)
+    state = read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
+    with strategy.scope():
+        model = (load_model(run_file(run_dir, LAST))[0] if resuming
+                 else _build(config, table, feeds.train, feeds.weighting, quiet, application))
+
+    budget = TimeBudget(train.time_budget_s) if train.time_budget_s else None
+    epoch_end = 0
+    for index, stage in enumerate(stages):
+        epoch_start, epoch_end = epoch_end, epoch_end + stage.epochs
+        if state["epoch"] >= epoch_end:
+            continue  # finished before the interruption
+        if not (resuming and state["epoch"] > epoch_start):  # mid-stage, last.keras holds model and optimizer
+            with strategy.scope():
+                unfrozen = _compile_stage(model, stage, config, table, feeds, pretrained)
+            _say(quiet, f"\nStage {index + 1}/{len(stages)} '{stage.name or stage.trainable}': epochs "
+                        f"{epoch_start + 1}-{epoch_end}, {unfrozen} backbone layers trainable, learning rate "
+                        f"{stage.learning_rate:g} ({stage.schedule}, warm-up {stage.warmup_epochs:g} epochs)")
+        callbacks = training_callbacks(config, run_dir, index, state, _metadata(config, table, feeds.weighting),
+                                       feeds.train, pretrained)
+        callbacks += ([budget] if budget else []) + extra_callbacks
+        if train.strategy == "multiworker":
+            from cxr_keras.multiworker import fix_fit
+
+            fix_fit(model, feeds.fit)
+        model.fit(feeds.fit, validation_data=feeds.val, initial_epoch=max(epoch_start, state["epoch"]),
+                  epochs=epoch_end, steps_per_epoch=feeds.steps if train.steps_per_epoch else None,
+                  class_weight=feeds.class_weight, callbacks=callbacks, shuffle=False,
+                  verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
+        state = read_state(run_dir)
+        if state.get("stopped_early"):
+            why = "time budget spent" if budget and budget.spent else "early stopping"
+            _say(quiet, f"Stopped after epoch {state['epoch']} ({why}): later stages skipped")
+            break
+    write_state(run_dir, {**state, "complete": True})
+    plot_history(run_file(run_dir, HISTORY), run_file(run_dir, CURVES))
+    _say(quiet, f"\nRun finished: {run_dir}\n  best {train.monitor} {state['best']:.4f} at epoch "
+                f"{state['best_epoch']} -> {run_file(run_dir, BEST)}")
+    return run_dir
+
+
+@dataclasses.dataclass
+class _Feeds:
+    """What `fit` is fed: the training batches (`fit`: mixed when asked), validation, steps and loss weights."""
+
+    train: tf.data.Dataset
+    fit: tf.data.Dataset
+    val: tf.data.Dataset
+    steps: int
+    weighting: dict
+    class_weight: dict | None
+
+
+def _feeds(config: ExperimentConfig, table: ImageTable, quiet: bool) -> _Feeds:
+    """The run's datasets, with one cache choice for train and val together (said in the log)."""
     data, train = config.data, config.train
     size = (data.image_size, data.image_size)
     cache = data.cache
-    if cache == "auto":  # one choice for train and val together, said in the log
+    if cache == "auto":
         budget = None if data.cache_budget_gb is None else int(data.cache_budget_gb * 1e9)
         cache, why = disk_cache.choose(len(table.split("train")) + len(table.split("val")), size, budget)
         _say(quiet, why)
@@ -187,52 +247,18 @@ def _run(config: ExperimentConfig, table: ImageTable, run_dir: str, resuming: bo
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds, fit_ds, val_ds = (ds.with_options(options) for ds in (train_ds, fit_ds, val_ds))
+    return _Feeds(train_ds, fit_ds, val_ds, steps, weighting, class_weight)
 
-    pretrained = is_pretrained(config.model.weights)
-    stages = plan_stages(train.stages, pretrained)
-    strategy = make_strategy(train.strategy)
-    state = read_state(run_dir) if resuming else {"epoch": 0, "best": None, "best_epoch": None}
-    with strategy.scope():
-        model = (load_model(run_file(run_dir, LAST))[0] if resuming
-                 else _build(config, table, train_ds, weighting, quiet, application))
 
-    budget = TimeBudget(train.time_budget_s) if train.time_budget_s else None
-    epoch_end = 0
-    for index, stage in enumerate(stages):
-        epoch_start, epoch_end = epoch_end, epoch_end + stage.epochs
-        if state["epoch"] >= epoch_end:
-            continue  # finished before the interruption
-        if not (resuming and state["epoch"] > epoch_start):  # mid-stage, last.keras holds model and optimizer
-            with strategy.scope():
-                unfrozen = set_trainable(model, stage.trainable, freeze_batchnorm=pretrained)
-                model.compile(optimizer=keras.optimizers.Adam(learning_rate(stage, steps), **_ema(train)),
-                              loss=loss_for(table.task, weighting.get("pos_weight"), train.label_smoothing),
-                              metrics=metrics_for(table.task, model.output_shape[-1]), jit_compile=train.jit)
-            _say(quiet, f"\nStage {index + 1}/{len(stages)} '{stage.name or stage.trainable}': epochs "
-                        f"{epoch_start + 1}-{epoch_end}, {unfrozen} backbone layers trainable, learning rate "
-                        f"{stage.learning_rate:g} ({stage.schedule}, warm-up {stage.warmup_epochs:g} epochs)")
-        callbacks = training_callbacks(config, run_dir, index, state, _metadata(config, table, weighting), train_ds,
-                               pretrained)
-        callbacks += [budget] if budget else []
-        callbacks += extra_callbacks
-        if train.strategy == "multiworker":
-            from cxr_keras.multiworker import fix_fit
-
-            fix_fit(model, fit_ds)
-        model.fit(fit_ds, validation_data=val_ds, initial_epoch=max(epoch_start, state["epoch"]),
-                  epochs=epoch_end, steps_per_epoch=steps if train.steps_per_epoch else None,
-                  class_weight=class_weight, callbacks=callbacks, shuffle=False,
-                  verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
-        state = read_state(run_dir)
-        if state.get("stopped_early"):
-            why = "time budget spent" if budget and budget.spent else "early stopping"
-            _say(quiet, f"Stopped after epoch {state['epoch']} ({why}): later stages skipped")
-            break
-    write_state(run_dir, {**state, "complete": True})
-    plot_history(run_file(run_dir, HISTORY), run_file(run_dir, CURVES))
-    _say(quiet, f"\nRun finished: {run_dir}\n  best {train.monitor} {state['best']:.4f} at epoch "
-                f"{state['best_epoch']} -> {os.path.join(run_dir, 'best.keras')}")
-    return run_dir
+def _compile_stage(model: keras.Model, stage, config: ExperimentConfig, table: ImageTable, feeds: _Feeds,
+                   pretrained: bool) -> int:
+    """Set what trains in `stage` and compile for it; returns how many backbone layers train."""
+    train = config.train
+    unfrozen = set_trainable(model, stage.trainable, freeze_batchnorm=pretrained)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(stage, feeds.steps), **_ema(train)),
+                  loss=loss_for(table.task, feeds.weighting.get("pos_weight"), train.label_smoothing),
+                  metrics=metrics_for(table.task, model.output_shape[-1]), jit_compile=train.jit)
+    return unfrozen
 
 
 def _mixed(train_ds: tf.data.Dataset, train, class_weight: dict | None) -> tuple[tf.data.Dataset, dict | None]:

@@ -112,8 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_model(args: argparse.Namespace) -> dict:
-
-
+    """`cxr evaluate --model M --data-dir D`: the model on that data at a given or inherited threshold."""
     from cxr_keras.evaluate.evaluate import write_evaluation
     from cxr_keras.evaluate.inference import predict_scores, truth
     from cxr_keras.models.contract import describe_model
@@ -133,34 +132,8 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
         spec.image_size = (args.image_size, args.image_size)
     if args.channels:
         spec.channels = args.channels
-    table = load_from_args(args)
-    mapped = None
-    if args.class_map:
-        from cxr_keras.data.table import relabel
-
-        before = len(table)
-        table = relabel(table, dict(args.class_map))
-        unknown = sorted(set(table.classes) - set(spec.classes))
-        if unknown:
-            raise ValueError(f"after --class-map the data has classes {unknown} that the model does not know "
-                             f"(its classes: {spec.classes}): map each to one of them, or leave it out with "
-                             f"{unknown[0]}=-")
-        mapped = {"mapping": dict(args.class_map), "images": len(table), "images_before": before}
-    threshold, how = spec.threshold, spec.threshold_rule
-    if args.threshold_from:
-        from cxr_keras.models.foreign import read_evaluation
-
-        evaluation = read_evaluation(args.threshold_from)
-        if "threshold" not in evaluation:
-            raise ValueError(f"--threshold-from {args.threshold_from} has no threshold; give a metrics.json of "
-                             "`cxr evaluate`")
-        threshold, how = evaluation["threshold"], f"from {args.threshold_from}"
-    if args.threshold is not None:
-        threshold, how = args.threshold, "given with --threshold"
-    if spec.task != "multiclass":
-        from cxr_keras.models.foreign import check_threshold
-
-        check_threshold(threshold, spec, how)
+    table, mapped = _mapped_table(args, spec)
+    threshold, how = _given_threshold(args, spec)
     y = truth(table, spec)
     scores = predict_scores(model, table.paths, spec, args.batch_size)
     from cxr_keras.data.cohorts import cohort_names
@@ -177,6 +150,43 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
                                          batch_size=args.batch_size, **options)
     return metrics
 
+
+
+def _mapped_table(args: argparse.Namespace, spec) -> tuple:
+    """The data the options describe, its classes mapped by --class-map (and what the mapping did), or as is."""
+    table = load_from_args(args)
+    if not args.class_map:
+        return table, None
+    from cxr_keras.data.table import relabel
+
+    before = len(table)
+    table = relabel(table, dict(args.class_map))
+    unknown = sorted(set(table.classes) - set(spec.classes))
+    if unknown:
+        raise ValueError(f"after --class-map the data has classes {unknown} that the model does not know "
+                         f"(its classes: {spec.classes}): map each to one of them, or leave it out with "
+                         f"{unknown[0]}=-")
+    return table, {"mapping": dict(args.class_map), "images": len(table), "images_before": before}
+
+
+def _given_threshold(args: argparse.Namespace, spec) -> tuple:
+    """(threshold, how it was set): --threshold, else --threshold-from's, else the model's own; checked."""
+    threshold, how = spec.threshold, spec.threshold_rule
+    if args.threshold_from:
+        from cxr_keras.models.foreign import read_evaluation
+
+        evaluation = read_evaluation(args.threshold_from)
+        if "threshold" not in evaluation:
+            raise ValueError(f"--threshold-from {args.threshold_from} has no threshold; give a metrics.json of "
+                             "`cxr evaluate`")
+        threshold, how = evaluation["threshold"], f"from {args.threshold_from}"
+    if args.threshold is not None:
+        threshold, how = args.threshold, "given with --threshold"
+    if spec.task != "multiclass":
+        from cxr_keras.models.foreign import check_threshold
+
+        check_threshold(threshold, spec, how)
+    return threshold, how
 
 def _check_evaluate_options(args: argparse.Namespace) -> None:
     """Options that would do nothing in this mode, or make no sense, are refused in one line."""

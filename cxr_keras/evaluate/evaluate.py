@@ -70,6 +70,25 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
         names = np.asarray(cohorts)
         metrics["cohorts"] = {name: summary_at_threshold(spec.task, y[names == name], scores[names == name],
                                                          threshold) for name in sorted(set(cohorts))}
+    paths = _draw_figures(out, spec, metrics, y, scores, threshold)
+    metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"], model=model)
+    metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
+    write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
+    if table.dropped:
+        write_dropped(table.dropped, os.path.join(out, "dropped.csv"))
+        metrics["dropped"] = {"count": len(table.dropped), "file": "dropped.csv"}
+    with atomic_writer(os.path.join(out, "metrics.json")) as f:
+        json.dump(metrics, f, indent=2)
+    from cxr_keras.evaluate.report import write_report
+
+    write_report(metrics, os.path.join(out, "report.md"))
+    return metrics
+
+
+def _draw_figures(out: str, spec: ModelSpec, metrics: dict, y: np.ndarray, scores: np.ndarray,
+                  threshold: float) -> dict[str, str]:
+    """ROC, PR, threshold sweep, confusion, reliability and per-class figures of an evaluation (those that its
+    task and labels allow); returns the figure paths, the failure grid's included (drawn by the caller)."""
     paths = plots.figure_paths(out)
     if spec.task == "binary" and not 0 < np.mean(y) < 1:  # one class only (e.g. normals of another dataset)
         columns = []
@@ -98,18 +117,7 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
         plots.plot_pr(columns, paths["pr"])
     plots.plot_reliability(metrics["reliability"], metrics["ece"], paths["reliability"])
     plots.plot_per_class(metrics["per_class"], paths["per_class"])
-    metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"], model=model)
-    metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
-    write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
-    if table.dropped:
-        write_dropped(table.dropped, os.path.join(out, "dropped.csv"))
-        metrics["dropped"] = {"count": len(table.dropped), "file": "dropped.csv"}
-    with atomic_writer(os.path.join(out, "metrics.json")) as f:
-        json.dump(metrics, f, indent=2)
-    from cxr_keras.evaluate.report import write_report
-
-    write_report(metrics, os.path.join(out, "report.md"))
-    return metrics
+    return paths
 
 
 def write_scores(path: str, spec: ModelSpec, paths: list[str], y: np.ndarray, scores: np.ndarray) -> None:
@@ -213,6 +221,33 @@ LOCO_CAVEAT = ("A held-out cohort ({cohorts}): images from a source never seen i
 QUICK_STRESS = {"strengths": (0.5, 1.0), "count": 200}  # what `cxr evaluate --run` measures unless told
 
 
+def _save_run_threshold(model_path: str, metadata: dict, spec: ModelSpec, y_val: np.ndarray, s_val: np.ndarray,
+                        rule: str, calibrate: str | None, run_dir: str) -> tuple[float | list[float], str]:
+    """Choose a run's threshold on validation by `rule` and write it, with how it was chosen, into best.json."""
+    from cxr_keras.models.saving import metadata_path
+
+    # calibrated probabilities carry validation's prevalence: that is the prior `balanced` cuts at then
+    calibrated = bool(calibrate or metadata.get("calibration"))
+    priors = (list(np.atleast_1d(y_val.reshape(len(y_val), -1).mean(axis=0))) if calibrated
+              else _priors(metadata, run_dir))
+    threshold, points = choose_thresholds(spec, y_val, s_val, rule, priors)
+    named = points[0]["rule"] if spec.task == "binary" else rule
+    if rule.startswith("balanced"):
+        how = (f"{named}: the validation prevalence, which calibrated probabilities carry" if calibrated else
+               f"{named}: the positive rate the training loss saw")
+        if spec.task != "binary":
+            how = "balanced per finding: " + ", ".join(f"{c} {p['threshold']:.3g}" for c, p in
+                                                       zip(spec.classes, points))
+    else:
+        how = f"{named} on validation ({len(y_val)} images)"
+    how += f", {calibrate or metadata['calibration']['method']}-calibrated" if calibrated else ""
+    metadata.update(threshold=threshold, threshold_rule=how,
+                    validation_operating_point=points[0] if spec.task == "binary" else points)
+    with atomic_writer(metadata_path(model_path)) as f:
+        json.dump(metadata, f, indent=2)
+    return threshold, how
+
+
 def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None, resamples: int = 1000,
                  seed: int = 0, calibrate: str | None = None, stress: dict | None = QUICK_STRESS,
                  cohort_pattern: str | None = None, cohort_column: str | None = None) -> dict[str, dict]:
@@ -230,7 +265,7 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     """
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.data.cohorts import cohort_names
-    from cxr_keras.models.saving import load_model, metadata_path
+    from cxr_keras.models.saving import load_model
 
     config = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
     d, table = config.data, run_table(run_dir, config)
@@ -248,25 +283,7 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
         s_val = predict_scores(model, val.paths, spec, d.batch_size)
     threshold, how = spec.threshold, spec.threshold_rule
     if spec.task != "multiclass":
-        # calibrated probabilities carry validation's prevalence: that is the prior `balanced` cuts at then
-        calibrated = bool(calibrate or metadata.get("calibration"))
-        priors = (list(np.atleast_1d(y_val.reshape(len(y_val), -1).mean(axis=0))) if calibrated
-                  else _priors(metadata, run_dir))
-        threshold, points = choose_thresholds(spec, y_val, s_val, rule, priors)
-        named = points[0]["rule"] if spec.task == "binary" else rule
-        if rule.startswith("balanced"):
-            how = (f"{named}: the validation prevalence, which calibrated probabilities carry" if calibrated else
-                   f"{named}: the positive rate the training loss saw")
-            if spec.task != "binary":
-                how = "balanced per finding: " + ", ".join(f"{c} {p['threshold']:.3g}" for c, p in
-                                                           zip(spec.classes, points))
-        else:
-            how = f"{named} on validation ({len(val)} images)"
-        how += f", {calibrate or metadata['calibration']['method']}-calibrated" if calibrated else ""
-        metadata.update(threshold=threshold, threshold_rule=how,
-                        validation_operating_point=points[0] if spec.task == "binary" else points)
-        with atomic_writer(metadata_path(model_path)) as f:
-            json.dump(metadata, f, indent=2)
+        threshold, how = _save_run_threshold(model_path, metadata, spec, y_val, s_val, rule, calibrate, run_dir)
     def cohorts(part: ImageTable) -> list[str] | None:
         if cohort_pattern or cohort_column:
             return cohort_names(part, cohort_pattern, cohort_column)
