@@ -17,9 +17,9 @@ import argparse
 import json
 import os
 
-from cxr_keras.evaluate.evaluate import run_table
 from cxr_keras.export import FORMATS, export_model, parity_for_table
 from cxr_keras.io_utils import atomic_writer
+from cxr_keras.run_folder import run_table
 
 
 def targets(report: dict, int8: str) -> list[tuple[str, float, float, bool]]:

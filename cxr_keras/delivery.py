@@ -6,18 +6,20 @@ import os
 
 import numpy as np
 
+from cxr_keras.run_folder import BEST, run_file
+
 
 def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     """Grad-CAM on test images spread over the split (so every class shows), then SavedModel + TFLite (fp32,
     int8) with a parity report on test (validation when the run has no test split); returns the export folder."""
-    from cxr_keras.evaluate.evaluate import run_table
     from cxr_keras.evaluate.explain import explain
     from cxr_keras.export import export_model, load_for_export, parity_for_table
+    from cxr_keras.run_folder import run_table
 
     table = run_table(run_dir)
     name = "test" if len(table.split("test")) else "val"
     images = table.split(name)
-    best = os.path.join(run_dir, "best.keras")
+    best = run_file(run_dir, BEST)
     spread = sorted({round(i) for i in np.linspace(0, len(images) - 1, min(gradcam_images, len(images)))})
     loaded = load_for_export(best)  # one load for Grad-CAM, the export and its parity report
     summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"), loaded=loaded)

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 
 from cxr_keras.io_utils import atomic_writer, check_out
+from cxr_keras.run_folder import BEST, CONFIG, SPLITS, run_file
 
-RUN_FILES = ("config.json", "splits.csv", "best.keras")
+RUN_FILES = (CONFIG, SPLITS, BEST)
 SAME = ("task", "classes")  # metadata every member must share
 
 
@@ -68,7 +69,7 @@ def ensemble_runs(run_dirs: list[str], out: str, overwrite: bool = False) -> str
     _check_out_apart(out, run_dirs)
     check_out(out, overwrite)
     _check_same_split(run_dirs)
-    metas = [load_metadata(os.path.join(run, "best.keras")) or {} for run in run_dirs]  # checked before loading
+    metas = [load_metadata(run_file(run, BEST)) or {} for run in run_dirs]  # checked before loading
     nested = next((run for run, meta in zip(run_dirs, metas) if meta.get("ensemble")), None)
     if nested:
         raise EnsembleError(f"{nested} is itself an ensemble; name its member runs instead (else some would weigh "
@@ -78,11 +79,11 @@ def ensemble_runs(run_dirs: list[str], out: str, overwrite: bool = False) -> str
             if meta.get(key) != metas[0].get(key):
                 raise EnsembleError(f"{run} has {key} {meta.get(key)}, {run_dirs[0]} {metas[0].get(key)}; "
                                     f"ensemble runs of the same {key}")
-    model = average_model([load_model(os.path.join(run, "best.keras"), compile=False)[0] for run in run_dirs])
+    model = average_model([load_model(run_file(run, BEST), compile=False)[0] for run in run_dirs])
     os.makedirs(out, exist_ok=True)
-    for name in ("config.json", "splits.csv"):
+    for name in (CONFIG, SPLITS):
         shutil.copyfile(os.path.join(run_dirs[0], name), os.path.join(out, name))
-    save_model(model, os.path.join(out, "best.keras"), _metadata(metas, run_dirs))
+    save_model(model, run_file(out, BEST), _metadata(metas, run_dirs))
     with atomic_writer(os.path.join(out, "ensemble.json")) as f:
         json.dump({"members": [os.path.abspath(r) for r in run_dirs]}, f, indent=2)
     return out
@@ -110,7 +111,7 @@ def _check_same_split(run_dirs: list[str]) -> None:
 
 
 def _splits(run_dir: str) -> dict[str, str]:
-    with open(os.path.join(run_dir, "splits.csv"), newline="") as f:
+    with open(run_file(run_dir, SPLITS), newline="") as f:
         return {row["path"]: row["split"] for row in csv.DictReader(f)}
 
 

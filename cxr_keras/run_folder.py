@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from cxr_keras.config import ExperimentConfig
-from cxr_keras.data.splits import save_splits
+from cxr_keras.data.sources import load_table
+from cxr_keras.data.splits import apply_saved_splits, save_splits
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.io_utils import atomic_writer, check_outside_data, check_writable
 from cxr_keras.models.saving import saved_state
@@ -193,3 +194,10 @@ def read_state(run_dir: str) -> dict:
 def write_state(run_dir: str, state: dict) -> None:
     with atomic_writer(run_file(run_dir, STATE)) as f:
         json.dump(state, f, indent=2)
+
+
+def run_table(run_dir: str, config=None) -> ImageTable:
+    """A run's data with the split it was trained with (its splits.csv); `config` when already loaded."""
+    config = config or ExperimentConfig.load(run_file(run_dir, CONFIG))
+    table = load_table(config.data)
+    return apply_saved_splits(table, run_file(run_dir, SPLITS))

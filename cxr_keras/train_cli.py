@@ -12,6 +12,7 @@ import dataclasses
 from cxr_keras.choices import AUGMENT_PRESETS, BACKBONES, STRATEGIES
 from cxr_keras.config import ExperimentConfig, StageConfig
 from cxr_keras.data_options import SOURCE_KEYS, add_source_arguments
+from cxr_keras.run_folder import CONFIG, run_file
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,7 +174,7 @@ def _resume(args: argparse.Namespace) -> str | None:
             raise RunError(f"--{option.replace('_', '-')} with --resume: a resumed run keeps its own folder and "
                            "config; leave it out")
     given = [k for k in RESUME_OVERRIDES if getattr(args, k, None) is not None]
-    saved_path = os.path.join(args.resume, "config.json")
+    saved_path = run_file(args.resume, CONFIG)
     if not (given or args.print_config):
         return run_experiment(None, resume=args.resume, quiet=args.quiet)
     if not os.path.isfile(saved_path):

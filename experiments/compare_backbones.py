@@ -46,10 +46,10 @@ def split_auc(run_dir: str, split: str) -> float | None:
     """ROC-AUC (macro over outputs) of a run's best checkpoint on one split of its splits.csv; None if empty."""
     from sklearn.metrics import roc_auc_score
 
-    from cxr_keras.evaluate.evaluate import run_table
     from cxr_keras.evaluate.inference import predict_scores, truth
     from cxr_keras.models.contract import describe_model
     from cxr_keras.models.saving import load_model
+    from cxr_keras.run_folder import run_table
 
     part = run_table(run_dir).split(split)
     if len(part) == 0:

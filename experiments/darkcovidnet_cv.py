@@ -51,8 +51,9 @@ def _extra(parser) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from cxr_keras.evaluate.evaluate import evaluate_run, run_table
+    from cxr_keras.evaluate.evaluate import evaluate_run
     from cxr_keras.evaluate.explain import ExplainOptions, explain
+    from cxr_keras.run_folder import run_table
     from cxr_keras.train import run_experiment
 
     args = parse_args("darkcovidnet_cv", __doc__, argv, SAMPLE, task="multiclass", extra=_extra)
@@ -134,7 +135,7 @@ def pairwise_auc(score_files: list[str], classes: list[str]) -> dict[str, float]
 
     from sklearn.metrics import roc_auc_score
 
-    from cxr_keras.evaluate.evaluate import read_scores
+    from cxr_keras.evaluate.scores import read_scores
 
     read = [read_scores(path) for path in score_files]  # columns in the model's class order, as `classes`
     truth = np.concatenate([y for _, y, _ in read]).argmax(axis=1)

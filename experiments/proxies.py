@@ -75,7 +75,7 @@ def proxy_sets(args: argparse.Namespace) -> dict[str, tuple[list[str], np.ndarra
     """name -> (paths, truth 0/1 for pneumonia) of each proxy set that is present."""
     from cxr_keras.data.sources import load_dataset
     from cxr_keras.data.table import relabel
-    from cxr_keras.evaluate.evaluate import run_table
+    from cxr_keras.run_folder import run_table
 
     val = run_table(args.run).split("val")
     sets = {"val": (val.paths, val.labels[:, val.classes.index("PNEUMONIA")])}
@@ -100,11 +100,11 @@ def raw_scores(args: argparse.Namespace, sets: dict) -> dict[str, np.ndarray]:
     """Scores of the run's uncalibrated model on every set and stress condition (cached in scores.npz)."""
     from cxr_keras.data.decode import decode_all
     from cxr_keras.data.shifts import SHIFTS, apply_shift
-    from cxr_keras.evaluate.evaluate import run_table
     from cxr_keras.evaluate.inference import predict_scores, score_pixels
     from cxr_keras.models.calibration import strip_calibration
     from cxr_keras.models.contract import describe_model
     from cxr_keras.models.saving import load_model
+    from cxr_keras.run_folder import run_table
 
     cache = os.path.join(args.run, "proxies", f"scores{suffix(args)}.npz")
     scores = dict(np.load(cache)) if os.path.exists(cache) else {}
@@ -204,7 +204,7 @@ def judge(args: argparse.Namespace, sets: dict, scores: dict) -> dict:
 def training_prior_of(run: str) -> list[float] | None:
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.data.balance import training_prior
-    from cxr_keras.evaluate.evaluate import run_table
+    from cxr_keras.run_folder import run_table
 
     return training_prior(ExperimentConfig.load(os.path.join(run, "config.json")), run_table(run))
 

@@ -129,8 +129,8 @@ def format_table(rows: list[dict], budget: float) -> str:
 
 def plot_rocs(rows: list[dict], path: str, zoom: tuple[float, float] | None = None) -> None:
     """The validation ROC curve of every row on one plot (from each run's evaluation/val/scores.csv)."""
-    from cxr_keras.evaluate.evaluate import read_scores
     from cxr_keras.evaluate.plots import plot_roc
+    from cxr_keras.evaluate.scores import read_scores
 
     columns = []
     for r in rows:

@@ -94,7 +94,7 @@ def test_a_run_with_clahe_normalises_the_equalised_pixels(blobs, tmp_path):  # n
     assert json.load(open(os.path.join(run_dir, "config.json")))["model"]["clahe"] == 2.0
     equalised = keras.Model(model.input, model.get_layer("cxr_preprocess").output)
     from cxr_keras.data.pipeline import dataset_for_split
-    from cxr_keras.evaluate.evaluate import run_table
+    from cxr_keras.run_folder import run_table
 
     train = dataset_for_split(run_table(run_dir), "train", (32, 32), 16)
     standardised = np.concatenate([equalised.predict(x, verbose=0) for x, _ in train])

@@ -14,12 +14,13 @@ from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageCon
 from cxr_keras.data.sources import load_dataset
 from cxr_keras.data.splits import apply_saved_splits
 from cxr_keras.evaluate.calibration import apply_calibration
-from cxr_keras.evaluate.evaluate import evaluate_run, run_table
+from cxr_keras.evaluate.evaluate import evaluate_run
 from cxr_keras.evaluate.inference import predict_scores, truth
 from cxr_keras.evaluate.thresholds import choose
 from cxr_keras.models.calibration import Calibration, strip_calibration
 from cxr_keras.models.contract import describe_model
 from cxr_keras.models.saving import load_model
+from cxr_keras.run_folder import run_table
 from cxr_keras.train import run_experiment
 
 
@@ -215,7 +216,7 @@ def test_relabel_renames_merges_and_drops_classes():
 
 def test_failure_examples_carry_grad_cam_of_the_finding(run_dir):
     from cxr_keras.data.decode import decode_all
-    from cxr_keras.evaluate.evaluate import failure_cams
+    from cxr_keras.evaluate.failures import failure_cams
     from cxr_keras.evaluate.gradcam import compute_cams
 
     model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
@@ -232,7 +233,7 @@ def test_a_model_without_conv_features_is_evaluated_with_plain_failure_images(bl
         inputs)))
     path = str(tmp_path / "dense.keras")
     keras.Model(inputs, outputs).save(path)
-    from cxr_keras.evaluate.evaluate import failure_cams
+    from cxr_keras.evaluate.failures import failure_cams
 
     spec = describe_model(keras.models.load_model(path), None, class_names=["NORMAL", "PNEUMONIA"])
     cams, note = failure_cams(keras.models.load_model(path), spec, np.zeros((2, 32, 32, 1), np.uint8), [0, 0])

@@ -30,7 +30,7 @@ def row(tmp_path_factory):
 
 
 def test_row_metrics_match_sklearn_on_the_written_scores(row):
-    from cxr_keras.evaluate.evaluate import read_scores
+    from cxr_keras.evaluate.scores import read_scores
 
     root, result = row
     assert json.load(open(root / "row" / "result.json")) == result

@@ -15,9 +15,9 @@ from cxr_keras.callbacks import RunCheckpoints
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.sources import load_dataset
-from cxr_keras.evaluate.evaluate import run_table
 from cxr_keras.models.saving import load_model
 from cxr_keras.models.weights import WeightsError
+from cxr_keras.run_folder import run_table
 from cxr_keras.train import RunError, run_experiment
 
 

@@ -8,11 +8,18 @@ Temperature scaling fits the slope alone (b = 0); for softmax outputs it is the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 
 from cxr_keras.choices import CALIBRATION_METHODS
+
+if TYPE_CHECKING:  # annotations only: fitting calibration needs no Keras
+    import keras
+
+    from cxr_keras.models.contract import ModelSpec
 from cxr_keras.models.calibration import EPSILON
 
 METHODS = CALIBRATION_METHODS
@@ -71,3 +78,23 @@ def _softmax_temperature(y: np.ndarray, p: np.ndarray) -> float:
         return float(-(z[np.arange(len(z)), truth] - np.log(np.exp(z).sum(axis=1))).mean())
 
     return float(minimize_scalar(nll, bounds=(0.01, 100.0), method="bounded").x)
+
+
+def calibrate_model(model_path: str, model: keras.Model, metadata: dict, spec: ModelSpec, y_val: np.ndarray,
+                    paths: list[str], method: str, batch_size: int) -> tuple[keras.Model, np.ndarray]:
+    """Fit calibration on the uncalibrated model's validation scores, save the calibrated model over
+    `model_path` (atomically, metadata with it) and return it with its validation scores."""
+    from cxr_keras.evaluate.inference import predict_scores
+    from cxr_keras.models.calibration import strip_calibration, with_calibration
+    from cxr_keras.models.saving import save_model
+
+    base = strip_calibration(model)
+    raw = predict_scores(base, paths, spec, batch_size)
+    exclusive = spec.task == "multiclass"
+    params = fit_calibration(y_val, raw, method, exclusive=exclusive)
+    if spec.task == "binary" and base.output_shape[-1] != 1:
+        raise ValueError("calibration of a binary model with two outputs is not supported; its run has one")
+    calibrated = with_calibration(base, params["slope"], params["intercept"], exclusive)
+    metadata["calibration"] = {**params, "fitted_on": f"validation ({len(paths)} images)"}
+    save_model(calibrated, model_path, metadata)
+    return calibrated, apply_calibration(raw, params)

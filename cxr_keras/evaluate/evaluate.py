@@ -11,38 +11,17 @@ import os
 import keras
 import numpy as np
 
-from cxr_keras.data.pipeline import make_dataset
 from cxr_keras.data.table import ImageTable, write_dropped
 from cxr_keras.evaluate import plots
+from cxr_keras.evaluate.calibration import calibrate_model
+from cxr_keras.evaluate.failures import failure_grid
 from cxr_keras.evaluate.inference import predict_scores, truth
-from cxr_keras.evaluate.metrics import evaluate_scores, predictions, summary_at_threshold
-from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose, parse_rule, sweep
+from cxr_keras.evaluate.metrics import evaluate_scores, summary_at_threshold
+from cxr_keras.evaluate.scores import write_scores
+from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose_thresholds, parse_rule, sweep
 from cxr_keras.io_utils import atomic_writer
-from cxr_keras.models.contract import ModelSpec, describe_model, feed
-
-
-def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str, prior: float | None = None) -> dict:
-    """An operating point on (validation) data from a rule such as 'balanced', 'youden' or 'sensitivity:0.95'."""
-    return choose(y, scores, rule, prior).to_dict()
-
-
-def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: str,
-                      priors: list[float] | None = None) -> tuple[float | list, list]:
-    """The model's threshold(s) by `rule` on validation: one for a binary model, one per finding for a multi-label
-    one (a finding without both kinds of example keeps 0.5, and says so); returns (thresholds, points).
-    `priors`: the training prior of each output, for the `balanced` rule."""
-    prior = (lambda k: priors[k] if priors else None)  # noqa: E731
-    if spec.task == "binary":
-        point = choose_threshold(y, scores, rule, prior(0))
-        return point["threshold"], [point]
-    points = []
-    for k, name in enumerate(spec.classes):
-        if y[:, k].min() == y[:, k].max() and not rule.startswith(("balanced", "fixed")):
-            points.append({"class": name, "threshold": 0.5, "rule": "default 0.5: validation lacks positives or "
-                                                                     "negatives of this finding"})
-        else:
-            points.append({"class": name, **choose_threshold(y[:, k], scores[:, k], rule, prior(k))})
-    return [p["threshold"] for p in points], points
+from cxr_keras.models.contract import ModelSpec, describe_model
+from cxr_keras.run_folder import BEST, CONFIG, run_file, run_table
 
 
 def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
@@ -71,7 +50,7 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
         metrics["cohorts"] = {name: summary_at_threshold(spec.task, y[names == name], scores[names == name],
                                                          threshold) for name in sorted(set(cohorts))}
     paths = _draw_figures(out, spec, metrics, y, scores, threshold)
-    metrics["failures"] = _failures(table, spec, y, scores, threshold, paths["failures"], model=model)
+    metrics["failures"] = failure_grid(table, spec, y, scores, threshold, paths["failures"], model=model)
     metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
     write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
     if table.dropped:
@@ -120,104 +99,20 @@ def _draw_figures(out: str, spec: ModelSpec, metrics: dict, y: np.ndarray, score
     return paths
 
 
-def write_scores(path: str, spec: ModelSpec, paths: list[str], y: np.ndarray, scores: np.ndarray) -> None:
-    """One row per image: path, true_<class> and p_<class> (binary: the positive class only)."""
-    import csv
-
-    names = [spec.classes[spec.positive_index]] if spec.task == "binary" else spec.classes
-    y2, s2 = y.reshape(len(y), -1), scores.reshape(len(scores), -1)
-    with atomic_writer(path, newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", *(f"true_{n}" for n in names), *(f"p_{n}" for n in names)])
-        for p, truth_row, score_row in zip(paths, y2, s2):
-            # repr: exact, so the threshold (one of the scores) splits the reloaded scores as it did these
-            writer.writerow([p, *(int(t) for t in truth_row), *(repr(float(v)) for v in score_row)])
-
-
-def read_scores(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """paths, truth (n, k) and scores (n, k) of a scores.csv written by `write_scores`."""
-    import csv
-
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    k = (len(rows[0]) - 1) // 2
-    body = rows[1:]
-    return ([r[0] for r in body], np.array([[int(v) for v in r[1:1 + k]] for r in body]),
-            np.array([[float(v) for v in r[1 + k:]] for r in body]))
-
-
-def _failures(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold: float,
-              path: str, count: int = 8, model: keras.Model | None = None) -> list[dict]:
-    """The most confident mistakes, drawn as a grid (with `model`, each with its Grad-CAM overlay); returns
-    their file names, truth and scores."""
-    if spec.task == "multiclass":
-        decided, actual = scores.argmax(axis=1), y.argmax(axis=1)
-        wrong, col_of = np.flatnonzero(decided != actual), {}
-        confidence = scores.max(axis=1)[wrong]
-        describe = lambda i: (spec.classes[actual[i]], spec.classes[decided[i]], float(scores[i].max()))  # noqa: E731
-    else:
-        s2, y2 = scores.reshape(len(scores), -1), y.reshape(len(y), -1)
-        pred = predictions("binary" if spec.task == "binary" else "multilabel", s2, threshold)
-        rows, cols = np.nonzero(pred != y2)
-        wrong = rows
-        cut = np.broadcast_to(np.asarray(threshold, dtype=float).reshape(-1), (s2.shape[1],))
-        confidence = np.abs(s2[rows, cols] - cut[cols])
-        names = [spec.classes[spec.positive_index]] if spec.task == "binary" else spec.classes
-        col_of = dict(zip(rows.tolist(), cols.tolist()))
-        describe = lambda i: (f"{names[col_of[i]]}={int(y2[i, col_of[i]])}",  # noqa: E731
-                              f"{names[col_of[i]]}={int(pred[i, col_of[i]])}", float(s2[i, col_of[i]]))
-    chosen = [int(i) for i in wrong[np.argsort(-confidence)][:count]]
-    chosen = list(dict.fromkeys(chosen))
-    entries = []
-    for i in chosen:
-        true, predicted, score = describe(i)
-        entries.append({"path": table.paths[i], "true": true, "predicted": predicted, "score": score})
-    if chosen:
-        images = make_dataset([table.paths[i] for i in chosen], np.zeros((len(chosen), 1)), spec.image_size,
-                              len(chosen), cache=None)
-        pixels = next(iter(images))[0].numpy()
-    else:
-        pixels = np.zeros((0, *spec.image_size, 1))
-    captions = [f"{os.path.basename(e['path'])}\ntrue {e['true']}, predicted {e['predicted']} ({e['score']:.2f})"
-                for e in entries]
-    cams, note = failure_cams(model, spec, pixels, [col_of.get(i, 0) for i in chosen] if spec.task != "multiclass"
-                              else None) if model is not None and chosen else (None, "")
-    plots.plot_failures(pixels, captions, path, cams=cams, note=note)
-    return entries
-
-
-def failure_cams(model: keras.Model, spec: ModelSpec, pixels: np.ndarray, columns: list[int] | None
-                 ) -> tuple[np.ndarray | None, str]:
-    """Grad-CAM maps of the mistakes: for a binary or multi-label model, of the finding each got wrong (what
-    drives its score up, be it a false alarm or a weak miss); for a multi-class one, of the predicted class.
-    (None, why) when the model gives Grad-CAM nothing to work on; never fails the evaluation."""
-    from cxr_keras.evaluate.gradcam import compute_cams
-
-    x = np.asarray(feed(pixels.astype("float32"), spec))
-    logits = spec.output == "logits"
-    try:
-        if columns is None:
-            return compute_cams(model, x, logits=logits)[0], "Grad-CAM of the predicted class"
-        if spec.task == "binary":
-            index = spec.positive_index if model.output_shape[-1] == 2 else 1
-            return compute_cams(model, x, class_index=index, logits=logits)[0], (
-                f"Grad-CAM of {spec.classes[spec.positive_index]}: what raises its score")
-        maps = [compute_cams(model, x[k:k + 1], class_index=c, logits=logits)[0][0] for k, c in enumerate(columns)]
-        return np.stack(maps), "Grad-CAM of the finding each image got wrong"
-    except Exception as exc:  # a foreign model Grad-CAM cannot open: the grid is still worth having
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]  # tf.function: the last line
-        reason = lines[-1].removeprefix("ValueError: ") if lines else type(exc).__name__
-        return None, f"no Grad-CAM: {reason[:110]}"
-
-
 VAL_CAVEAT = ("Optimistic by construction: these validation images come from the cohort the model was trained on, "
               "and the threshold was chosen on them. Expect lower figures on other patients, sites and scanners; "
               "the stress test and the per-cohort rows below are proxies for that, and docs/results.md shows how "
               "far validation overstated an external test set.")
+
+
 TEST_CAVEAT = ("A held-out test split of the same data: patients not seen in training, but the same sites and "
                "scanners, so still optimistic for another hospital (see the stress test below).")
+
+
 LOCO_CAVEAT = ("A held-out cohort ({cohorts}): images from a source never seen in training or validation: a proxy "
                "for another site.")
+
+
 QUICK_STRESS = {"strengths": (0.5, 1.0), "count": 200}  # what `cxr evaluate --run` measures unless told
 
 
@@ -267,11 +162,11 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     from cxr_keras.data.cohorts import cohort_names
     from cxr_keras.models.saving import load_model
 
-    config = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+    config = ExperimentConfig.load(run_file(run_dir, CONFIG))
     d, table = config.data, run_table(run_dir, config)
     parse_rule(rule)  # bad options fail before anything is computed or written
     cohort_names(table, cohort_pattern, cohort_column, require_match=True)
-    model_path = os.path.join(run_dir, "best.keras")
+    model_path = run_file(run_dir, BEST)
     model, metadata = load_model(model_path, compile=False)
     spec = describe_model(model, metadata)
     out = out or os.path.join(run_dir, "evaluation")
@@ -317,38 +212,7 @@ def _priors(metadata: dict, run_dir: str) -> list[float] | None:
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.data.balance import training_prior
 
-    return training_prior(ExperimentConfig.load(os.path.join(run_dir, "config.json")), run_table(run_dir))
-
-
-def calibrate_model(model_path: str, model: keras.Model, metadata: dict, spec: ModelSpec, y_val: np.ndarray,
-                    paths: list[str], method: str, batch_size: int) -> tuple[keras.Model, np.ndarray]:
-    """Fit calibration on the uncalibrated model's validation scores, save the calibrated model over
-    `model_path` (atomically, metadata with it) and return it with its validation scores."""
-    from cxr_keras.evaluate.calibration import apply_calibration, fit_calibration
-    from cxr_keras.models.calibration import strip_calibration, with_calibration
-    from cxr_keras.models.saving import save_model
-
-    base = strip_calibration(model)
-    raw = predict_scores(base, paths, spec, batch_size)
-    exclusive = spec.task == "multiclass"
-    params = fit_calibration(y_val, raw, method, exclusive=exclusive)
-    if spec.task == "binary" and base.output_shape[-1] != 1:
-        raise ValueError("calibration of a binary model with two outputs is not supported; its run has one")
-    calibrated = with_calibration(base, params["slope"], params["intercept"], exclusive)
-    metadata["calibration"] = {**params, "fitted_on": f"validation ({len(paths)} images)"}
-    save_model(calibrated, model_path, metadata)
-    return calibrated, apply_calibration(raw, params)
-
-
-def run_table(run_dir: str, config=None) -> ImageTable:
-    """A run's data with the split it was trained with (its splits.csv); `config` when already loaded."""
-    from cxr_keras.config import ExperimentConfig
-    from cxr_keras.data.sources import load_table
-    from cxr_keras.data.splits import apply_saved_splits
-
-    config = config or ExperimentConfig.load(os.path.join(run_dir, "config.json"))
-    table = load_table(config.data)
-    return apply_saved_splits(table, os.path.join(run_dir, "splits.csv"))
+    return training_prior(ExperimentConfig.load(run_file(run_dir, CONFIG)), run_table(run_dir))
 
 
 def summary_line(metrics: dict) -> str:

@@ -21,11 +21,15 @@ Rules, as written on the command line (`RULE[:ARG]`):
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
 from cxr_keras.choices import DEFAULT_RULE, THRESHOLD_RULES
+
+if TYPE_CHECKING:  # annotations only: the rules need no Keras
+    from cxr_keras.models.contract import ModelSpec
 
 RULES = THRESHOLD_RULES
 PLATEAU_TOLERANCE = 0.01
@@ -184,3 +188,27 @@ def apply_threshold(y_true: np.ndarray, scores: np.ndarray, threshold: float) ->
     safe = lambda a, b: float(a / b) if b else 0.0  # noqa: E731
     return {"threshold": float(threshold), "sensitivity": safe(tp, tp + fn), "specificity": safe(tn, tn + fp),
             "ppv": safe(tp, tp + fp), "npv": safe(tn, tn + fn), "f1": safe(2 * tp, 2 * tp + fp + fn)}
+
+
+def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str, prior: float | None = None) -> dict:
+    """An operating point on (validation) data from a rule such as 'balanced', 'youden' or 'sensitivity:0.95'."""
+    return choose(y, scores, rule, prior).to_dict()
+
+
+def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: str,
+                      priors: list[float] | None = None) -> tuple[float | list, list]:
+    """The model's threshold(s) by `rule` on validation: one for a binary model, one per finding for a multi-label
+    one (a finding without both kinds of example keeps 0.5, and says so); returns (thresholds, points).
+    `priors`: the training prior of each output, for the `balanced` rule."""
+    prior = (lambda k: priors[k] if priors else None)  # noqa: E731
+    if spec.task == "binary":
+        point = choose_threshold(y, scores, rule, prior(0))
+        return point["threshold"], [point]
+    points = []
+    for k, name in enumerate(spec.classes):
+        if y[:, k].min() == y[:, k].max() and not rule.startswith(("balanced", "fixed")):
+            points.append({"class": name, "threshold": 0.5, "rule": "default 0.5: validation lacks positives or "
+                                                                     "negatives of this finding"})
+        else:
+            points.append({"class": name, **choose_threshold(y[:, k], scores[:, k], rule, prior(k))})
+    return [p["threshold"] for p in points], points
