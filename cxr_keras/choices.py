@@ -5,6 +5,7 @@ list from here (tests/test_choices.py checks that each list is what its module i
 
 from __future__ import annotations
 
+TASKS = ("binary", "multiclass", "multilabel")
 LAYOUTS = {
     "folder": "ROOT/<class>/*.png|jpg|jpeg|bmp|tif|webp|gif|dcm (sub-folders too), one folder per class",
     "kermany": "ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/ or one such split folder; patients from file names",

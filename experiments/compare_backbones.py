@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
+from cxr_keras.cli.train_options import config_from_args
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.io_utils import atomic_writer, pyplot, save_figure
-from cxr_keras.train_cli import config_from_args
 from experiments.sample_data import parse_args
 
 BACKBONES = ("efficientnetb0", "mobilenetv2", "densenet121", "resnet50", "baseline")

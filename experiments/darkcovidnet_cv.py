@@ -31,8 +31,8 @@ import os
 
 import numpy as np
 
+from cxr_keras.cli.train_options import config_from_args
 from cxr_keras.io_utils import atomic_writer
-from cxr_keras.train_cli import config_from_args
 from experiments import kermany_scratch
 from experiments.sample_data import parse_args
 

@@ -10,8 +10,8 @@ With the NIH CSV, rows whose image is not under --data-dir are left out (and cou
 
 from __future__ import annotations
 
+from cxr_keras.cli.train_options import run_from_args
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
-from cxr_keras.train_cli import run_from_args
 from experiments.sample_data import parse_args
 
 CONFIG = ExperimentConfig(

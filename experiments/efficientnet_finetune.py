@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 
+from cxr_keras.cli.train_options import run_from_args
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.delivery import explain_and_export
 from cxr_keras.evaluate.evaluate import evaluate_run, summary_line
 from cxr_keras.models.registry import get_backbone
 from cxr_keras.models.weights import imagenet_unavailable
-from cxr_keras.train_cli import run_from_args
 from experiments.sample_data import parse_args
 
 CONFIG = ExperimentConfig(

@@ -24,9 +24,9 @@ import resource
 import sys
 import time
 
+from cxr_keras.cli.train_options import run_from_args
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.io_utils import atomic_writer
-from cxr_keras.train_cli import run_from_args
 from experiments.sample_data import parse_args
 
 CONFIG = ExperimentConfig(

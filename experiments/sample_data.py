@@ -52,7 +52,7 @@ def parse_args(prog: str, doc: str, argv: list[str] | None, sample: dict, task: 
     (image_size, epochs...) wherever the command line is silent. `extra(parser)` may add experiment options."""
     import argparse
 
-    from cxr_keras.train_cli import add_train_arguments
+    from cxr_keras.cli.train_options import add_train_arguments
 
     where = ("the embedded real Kermany sample (480 X-rays, 128 px)" if sample.get("data") == "kermany-sample" else
              f"generated {task} sample data")

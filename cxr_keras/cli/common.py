@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxr_keras.data_options import SOURCE_KEYS, add_source_arguments
+from cxr_keras.cli.data_options import SOURCE_KEYS, add_source_arguments
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:

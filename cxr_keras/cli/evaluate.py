@@ -13,7 +13,7 @@ from cxr_keras.io_utils import check_out
 
 def add_parser(commands) -> None:
     """`cxr evaluate` and its options."""
-    from cxr_keras.choices import CALIBRATION_METHODS, DEFAULT_RULE, PREPROCESS, SHIFTS
+    from cxr_keras.choices import CALIBRATION_METHODS, DEFAULT_RULE, PREPROCESS, SHIFTS, TASKS
 
     evaluate = commands.add_parser(
         "evaluate", help="metrics with CIs, threshold, figures and report.md for a model on a dataset",
@@ -60,7 +60,7 @@ def add_parser(commands) -> None:
                           help="evaluate on another dataset whose labels mean the model's classes under other "
                           "names: e.g. Normal=NORMAL COVID=- ('-' leaves that class out). Data with one class "
                           "left gives sensitivity or specificity alone (no ROC-AUC)")
-    evaluate.add_argument("--model-task", choices=["binary", "multiclass", "multilabel"],
+    evaluate.add_argument("--model-task", choices=TASKS,
                           help="a foreign model's task (default: from its output layer)")
     evaluate.add_argument("--output", choices=["probabilities", "logits"],
                           help="what the model outputs (default: from its final activation)")

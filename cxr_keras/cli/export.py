@@ -12,7 +12,7 @@ from cxr_keras.io_utils import check_out
 def add_parser(commands) -> None:
     """`cxr export` and its options."""
     from cxr_keras.choices import EXPORT_FORMATS as FORMATS
-    from cxr_keras.choices import PREPROCESS
+    from cxr_keras.choices import PREPROCESS, TASKS
 
     export = commands.add_parser("export", help="SavedModel and TFLite artifacts, model card, parity report")
     export.add_argument("--model", required=True, help="a .keras model: made by cxr train (with its .json), or "
@@ -38,7 +38,7 @@ def add_parser(commands) -> None:
     foreign.add_argument("--threshold", type=float, help="a binary model's operating threshold")
     foreign.add_argument("--threshold-from", help="the metrics.json of `cxr evaluate --model` on validation data: "
                          "threshold, task, classes, preprocessing and output kind")
-    foreign.add_argument("--model-task", choices=["binary", "multiclass", "multilabel"],
+    foreign.add_argument("--model-task", choices=TASKS,
                          help="its task (default: from its output layer)")
     foreign.add_argument("--output", choices=["probabilities", "logits"],
                          help="what it outputs (default: from its last layer's activation)")

@@ -6,12 +6,14 @@ import argparse
 import os
 import sys
 
+from cxr_keras.choices import TASKS
+
 
 def add_parser(commands) -> None:
     """`cxr synth` and its options."""
     synth = commands.add_parser("synth", help="write a synthetic chest X-ray dataset with lesion masks")
     synth.add_argument("out", help="new folder to write into")
-    synth.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default="binary",
+    synth.add_argument("--task", choices=TASKS, default="binary",
                        help="labels to generate (default binary)")
     synth.add_argument("--patients", type=int, default=120, help="patients (1-3 images each; default 120)")
     synth.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")

@@ -1,4 +1,4 @@
-"""`cxr train`: a training run with any option of the default config overridden (cxr_keras/train_cli.py)."""
+"""`cxr train`: a training run with any option of the default config overridden (cxr_keras/cli/train_options.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def add_parser(commands) -> None:
     """`cxr train` and its options."""
-    from cxr_keras.train_cli import add_train_arguments
+    from cxr_keras.cli.train_options import add_train_arguments
 
     train = commands.add_parser("train", help="train a classifier: stages, callbacks, a run folder (see --help)",
                                 description="Train per the default config (EfficientNetB0, ImageNet weights when "
@@ -19,8 +19,8 @@ def add_parser(commands) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from cxr_keras.cli.train_options import run_from_args
     from cxr_keras.config import ExperimentConfig
-    from cxr_keras.train_cli import run_from_args
 
     if not (args.data_dir or args.config or args.resume):
         print("error: say where the images are (--data-dir DIR), or give --config FILE or --resume RUN_DIR",

@@ -8,7 +8,8 @@ from collections import Counter
 
 import numpy as np
 
-TASKS = ("binary", "multiclass", "multilabel")
+from cxr_keras.choices import TASKS
+
 NORMAL_NAMES = ("normal", "no finding", "no_finding", "no_findings", "no findings", "non-covid", "negative")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from cxr_keras.choices import TASKS
 from cxr_keras.models.clahe import CLAHE
 from cxr_keras.models.efficientnet_lite import MEAN as LITE_MEAN
 from cxr_keras.models.efficientnet_lite import STD as LITE_STD
@@ -88,7 +89,7 @@ def _output_count(task: str, classes: list[str]) -> int:
         if len(classes) != 2:
             raise ValueError(f"a binary model needs exactly 2 classes, got {len(classes)}: {classes}")
         return 1
-    if task not in ("multiclass", "multilabel"):
+    if task not in TASKS:
         raise ValueError(f"task must be binary, multiclass or multilabel, got {task!r}")
     if len(classes) < 2:
         raise ValueError(f"a {task} model needs at least 2 classes, got {classes}")

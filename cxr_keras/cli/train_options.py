@@ -10,8 +10,8 @@ import argparse
 import dataclasses
 
 from cxr_keras.choices import AUGMENT_PRESETS, BACKBONES, STRATEGIES
-from cxr_keras.config import ExperimentConfig, StageConfig
-from cxr_keras.data_options import SOURCE_KEYS, add_source_arguments
+from cxr_keras.cli.data_options import add_source_arguments
+from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
 from cxr_keras.run_folder import CONFIG, run_file
 
 
@@ -82,11 +82,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-DATA_KEYS = ("data_dir", *SOURCE_KEYS, "image_size", "batch_size", "augment", "cache_budget_gb", "split_seed",
-             "split_fold", "resplit", "cohort_pattern", "cohort_column", "hold_out_cohorts")
-MODEL_KEYS = ("backbone", "weights", "dropout", "clahe", "init_from")
-TRAIN_KEYS = ("balance", "label_smoothing", "mixup", "ema_momentum", "steps_per_epoch", "seed", "strategy",
-              "mixed_precision", "jit")
+def _fields(section, *handled: str) -> tuple[str, ...]:
+    """The fields of a config section an option of the same name sets (`handled`: options that set them their
+    own way below)."""
+    return tuple(f.name for f in dataclasses.fields(section) if f.name not in handled)
+
+
+DATA_KEYS = _fields(DataConfig, "cache", "split_ratios")
+MODEL_KEYS = _fields(ModelConfig)
+TRAIN_KEYS = _fields(TrainConfig, "stages", "early_stopping_patience", "time_budget_s")
 
 
 def config_from_args(args: argparse.Namespace, default: ExperimentConfig) -> ExperimentConfig:

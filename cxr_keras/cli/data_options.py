@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxr_keras.choices import LAYOUTS
+from cxr_keras.choices import LAYOUTS, TASKS
 from cxr_keras.config import DEFAULT_MAX_PIXELS
 
 # The DataConfig fields these options set, by the same names.
@@ -26,7 +26,7 @@ def add_source_arguments(group: argparse._ArgumentGroup, keep_config: bool = Fal
     group.add_argument("--csv", help="label CSV: NIH Data_Entry_2017*.csv or a generic path/labels CSV")
     group.add_argument("--images-dir", help="where a CSV's images are, searched recursively (default: DATA_DIR)")
     group.add_argument("--classes", nargs="+", help="the class list, in order; any other label is an error")
-    group.add_argument("--task", choices=["binary", "multiclass", "multilabel"], help="override the inferred task")
+    group.add_argument("--task", choices=TASKS, help="override the inferred task")
     group.add_argument("--patient-pattern", help="regex whose first group is the patient id in a file name")
     group.add_argument("--path-column", help="CSV column holding image paths")
     group.add_argument("--labels-column", help="CSV column holding delimited labels")
