@@ -12,7 +12,6 @@ import dataclasses
 from cxr_keras.choices import AUGMENT_PRESETS, BACKBONES, STRATEGIES
 from cxr_keras.cli.data_options import add_source_arguments
 from cxr_keras.config import DataConfig, ExperimentConfig, ModelConfig, StageConfig, TrainConfig
-from cxr_keras.run_folder import CONFIG, run_file
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +170,7 @@ def _resume(args: argparse.Namespace) -> str | None:
     import json
     import os
 
+    from cxr_keras.run_folder import CONFIG, run_file
     from cxr_keras.train import RunError, run_experiment
 
     for option in ("config", "run_dir"):
