@@ -50,6 +50,7 @@ from cxr_keras.models.finetune import (
     set_trainable,
 )
 from cxr_keras.models.memory import training_bytes
+from cxr_keras.models.metadata import ModelMetadata
 from cxr_keras.models.saving import load_model
 from cxr_keras.models.weights import check_init_from, init_from_model, is_pretrained, resolve_weights
 from cxr_keras.run_folder import (
@@ -302,18 +303,16 @@ def _build(config: ExperimentConfig, table: ImageTable, train_ds: tf.data.Datase
 
 
 def _metadata(config: ExperimentConfig, table: ImageTable, weighting: dict) -> dict:
-    return {
-        "format": "cxr_keras.model/1", "task": table.task, "classes": table.classes,
-        "positive_class": table.classes[table.positive_index] if table.task == "binary" else None,
-        "input": {"shape": [config.data.image_size, config.data.image_size, 1], "dtype": "float32",
-                  "range": [0, 255], "resize": config.data.resize,
-                  "preprocessing": "inside the model (" + ("CLAHE, " if config.model.clahe else "")
-                  + "gray to RGB, backbone normalisation)"},
-        "backbone": config.model.backbone, "weights": config.model.weights, "threshold": 0.5,
-        "threshold_rule": "default 0.5; choose an operating point on validation with cxr evaluate",
-        "monitor": config.train.monitor, "versions": versions(),
-        "training_prior": training_prior(config, table, weighting),
-    }
+    preprocessing = ("inside the model (" + ("CLAHE, " if config.model.clahe else "")
+                     + "gray to RGB, backbone normalisation)")
+    return ModelMetadata(
+        task=table.task, classes=table.classes,
+        positive_class=table.classes[table.positive_index] if table.task == "binary" else None,
+        input={"shape": [config.data.image_size, config.data.image_size, 1], "dtype": "float32", "range": [0, 255],
+               "resize": config.data.resize, "preprocessing": preprocessing},
+        backbone=config.model.backbone, weights=config.model.weights, monitor=config.train.monitor,
+        versions=versions(), training_prior=training_prior(config, table, weighting),
+    ).to_dict()
 
 
 def _ema(train) -> dict:

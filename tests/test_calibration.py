@@ -85,7 +85,7 @@ def test_the_layer_computes_what_numpy_does_and_survives_saving(tmp_path, exclus
     x = np.random.default_rng(3).normal(size=(8, 4)).astype("float32")
     raw = model.predict(x, verbose=0)
     np.testing.assert_allclose(calibrated.predict(x, verbose=0), apply_calibration(raw, params), atol=1e-5)
-    save_model(calibrated, str(tmp_path / "m.keras"), {"task": "multilabel"})
+    save_model(calibrated, str(tmp_path / "m.keras"), {"task": "multilabel", "classes": [f"f{k}" for k in range(4)]})
     again, _ = load_model(str(tmp_path / "m.keras"), compile=False)
     assert isinstance(again.layers[-1], Calibration)
     plain = keras.saving.load_model(str(tmp_path / "m.keras"), compile=False)  # cxr_keras.models is imported

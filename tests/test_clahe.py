@@ -63,7 +63,7 @@ def test_a_model_with_clahe_saves_reloads_and_exports_to_tflite(tmp_path):
     assert len(clahe_layers(average_model([model, model]))) == 2  # found in an ensemble's members too
     images = np.stack([radiograph_like((32, 32), seed) for seed in range(4)])[..., None].astype(np.float32)
     expected = model.predict(images, verbose=0)
-    save_model(model, str(tmp_path / "m.keras"), {"task": "binary"})
+    save_model(model, str(tmp_path / "m.keras"), {"task": "binary", "classes": ["NORMAL", "PNEUMONIA"]})
     reloaded = load_model(str(tmp_path / "m.keras"))[0]
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
     # plain Keras in a fresh process, as `cxr predict` and users load it: importing cxr_keras.models registers it

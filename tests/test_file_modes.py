@@ -48,7 +48,7 @@ def test_saved_models_and_savedmodel_folders_are_readable_by_others(tmp_path, um
 
     umask(0o022)
     model = build_model("baseline", "binary", ["NORMAL", "PNEUMONIA"], 16)
-    save_model(model, str(tmp_path / "best.keras"), {"task": "binary"})
+    save_model(model, str(tmp_path / "best.keras"), {"task": "binary", "classes": ["NORMAL", "PNEUMONIA"]})
     assert mode(tmp_path / "best.keras") == 0o644 and mode(tmp_path / "best.json") == 0o644
     export_savedmodel(model, str(tmp_path / "savedmodel"))
     assert mode(tmp_path / "savedmodel") == 0o755

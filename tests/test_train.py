@@ -379,3 +379,19 @@ def test_a_kill_between_the_checkpoint_and_state_json_resumes_after_the_checkpoi
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     # the same schedule; the metrics are not compared: a new process draws a new data order (docs/robustness.md)
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([float(r["learning_rate"]) for r in whole])
+
+
+def test_best_json_is_the_one_metadata_record_and_a_broken_one_is_refused(tmp_path):
+    import json
+
+    from cxr_keras.models.metadata import FORMAT, ModelMetadata
+    from cxr_keras.models.saving import load_metadata
+
+    record = ModelMetadata(task="binary", classes=["NORMAL", "PNEUMONIA"], positive_class="PNEUMONIA").to_dict()
+    assert record["format"] == FORMAT and "ensemble" not in record and record["threshold"] == 0.5
+    (tmp_path / "m.json").write_text(json.dumps(record))
+    assert load_metadata(str(tmp_path / "m.keras")) == record
+    for broken in ({"task": "binary"}, {"task": "regression", "classes": ["a", "b"]}, ["not", "an", "object"]):
+        (tmp_path / "m.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match="m.json"):
+            load_metadata(str(tmp_path / "m.keras"))

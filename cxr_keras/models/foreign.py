@@ -15,6 +15,7 @@ import json
 import keras
 
 from cxr_keras.models.contract import ModelSpec, describe_model, feed
+from cxr_keras.models.metadata import ModelMetadata
 
 
 @dataclasses.dataclass
@@ -114,11 +115,13 @@ def wrap(model: keras.Model, spec: ModelSpec) -> keras.Model:
 
 def foreign_metadata(spec: ModelSpec, threshold: float | list[float] | None, how: str) -> dict:
     """The metadata of a wrapped foreign model, as the toolkit's own models carry it."""
-    metadata = {"task": spec.task, "classes": spec.classes, "input": {"resize": "stretch"},
-                "foreign": {"preprocess": spec.preprocess, "output": spec.output,
-                            "two_column_binary": spec.two_column_binary, "input_channels": spec.channels}}
-    if spec.task == "binary":
-        metadata["positive_class"] = spec.classes[spec.positive_index]
+    foreign = {"preprocess": spec.preprocess, "output": spec.output, "two_column_binary": spec.two_column_binary,
+               "input_channels": spec.channels}
+    metadata = ModelMetadata(task=spec.task, classes=spec.classes, foreign=foreign,
+                             positive_class=spec.classes[spec.positive_index] if spec.task == "binary" else None)
     if threshold is not None:
-        metadata.update(threshold=threshold, threshold_rule=how)
-    return metadata
+        metadata.threshold, metadata.threshold_rule = threshold, how
+    values = metadata.to_dict()
+    if threshold is None:  # no operating point given: the foreign model's card says none
+        values.pop("threshold"), values.pop("threshold_rule")
+    return values

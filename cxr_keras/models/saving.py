@@ -11,6 +11,7 @@ import zipfile
 import keras
 
 from cxr_keras.io_utils import atomic_writer, check_keras_archive, publish_mode
+from cxr_keras.models.metadata import ModelMetadata
 
 __all__ = ["check_keras_archive", "load_model", "save_model"]
 
@@ -61,9 +62,10 @@ def load_metadata(model_path: str) -> dict | None:
         return None
     try:
         with open(path) as f:
-            return json.load(f)
+            values = json.load(f)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}, the metadata of {model_path}, is not valid JSON ({exc})") from None
+    return ModelMetadata.check(values, path)
 
 
 def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | None]:
