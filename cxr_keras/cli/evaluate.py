@@ -113,8 +113,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_model(args: argparse.Namespace) -> dict:
     """`cxr evaluate --model M --data-dir D`: the model on that data at a given or inherited threshold."""
-    from cxr_keras.evaluate.evaluate import write_evaluation
-    from cxr_keras.evaluate.inference import predict_scores, truth
+    from cxr_keras.data.cohorts import cohort_names
+    from cxr_keras.evaluate.evaluate import evaluate_model
     from cxr_keras.models.contract import describe_model
     from cxr_keras.models.saving import load_model
 
@@ -134,22 +134,9 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
         spec.channels = args.channels
     table, mapped = _mapped_table(args, spec)
     threshold, how = _given_threshold(args, spec)
-    y = truth(table, spec)
-    scores = predict_scores(model, table.paths, spec, args.batch_size)
-    from cxr_keras.data.cohorts import cohort_names
-
-    metrics = write_evaluation(args.out, spec, table, y, scores, threshold, how, args.resamples, args.seed,
-                               cohort_names(table, args.cohort_pattern, args.cohort_column, require_match=True),
-                               model,
-                               class_map=mapped)
-    options = args.stress_options
-    if options is not None:
-        from cxr_keras.evaluate.stress import stress_split
-
-        metrics["stress"] = stress_split(os.path.join(args.out, "stress"), model, spec, table.paths, y, threshold,
-                                         batch_size=args.batch_size, **options)
-    return metrics
-
+    cohorts = cohort_names(table, args.cohort_pattern, args.cohort_column, require_match=True)
+    return evaluate_model(model, spec, table, args.out, threshold, how, resamples=args.resamples, seed=args.seed,
+                          cohorts=cohorts, class_map=mapped, stress=args.stress_options, batch_size=args.batch_size)
 
 
 def _mapped_table(args: argparse.Namespace, spec) -> tuple:

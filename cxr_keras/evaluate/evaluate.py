@@ -64,6 +64,24 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     return metrics
 
 
+def evaluate_model(model: keras.Model, spec: ModelSpec, table: ImageTable, out: str, threshold: float | list[float],
+                   how: str, *, resamples: int = 1000, seed: int = 0, cohorts: list[str] | None = None,
+                   class_map: dict | None = None, stress: dict | None = None, batch_size: int = 32) -> dict:
+    """A model (ours or foreign, as `spec` describes it) on a labelled table at a given threshold: scores,
+    metrics.json, figures and report.md in `out`, and with `stress` (keyword arguments of `stress_split`) the shift
+    stress test in OUT/stress; returns the metrics. What `cxr evaluate --model` runs."""
+    y = truth(table, spec)
+    scores = predict_scores(model, table.paths, spec, batch_size)
+    metrics = write_evaluation(out, spec, table, y, scores, threshold, how, resamples, seed, cohorts, model,
+                               class_map=class_map)
+    if stress is not None:
+        from cxr_keras.evaluate.stress import stress_split
+
+        metrics["stress"] = stress_split(os.path.join(out, "stress"), model, spec, table.paths, y, threshold,
+                                         batch_size=batch_size, **stress)
+    return metrics
+
+
 def _draw_figures(out: str, spec: ModelSpec, metrics: dict, y: np.ndarray, scores: np.ndarray,
                   threshold: float) -> dict[str, str]:
     """ROC, PR, threshold sweep, confusion, reliability and per-class figures of an evaluation (those that its
