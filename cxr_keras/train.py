@@ -31,7 +31,7 @@ from cxr_keras.data import disk_cache
 from cxr_keras.data.balance import initial_bias, loss_weighting, positive_weight, training_prior
 from cxr_keras.data.cohorts import held_out_mask
 from cxr_keras.data.mixup import mix_batches
-from cxr_keras.data.pipeline import dataset_for_split, pixel_statistics
+from cxr_keras.data.pipeline import datasets_for_run, pixel_statistics
 from cxr_keras.data.report import data_summary
 from cxr_keras.data.sources import load_table
 from cxr_keras.data.splits import (
@@ -230,15 +230,7 @@ class _Feeds:
 def _feeds(config: ExperimentConfig, table: ImageTable, quiet: bool) -> _Feeds:
     """The run's datasets, with one cache choice for train and val together (said in the log)."""
     data, train = config.data, config.train
-    size = (data.image_size, data.image_size)
-    cache = data.cache
-    if cache == "auto":
-        budget = None if data.cache_budget_gb is None else int(data.cache_budget_gb * 1e9)
-        cache, why = disk_cache.choose(len(table.split("train")) + len(table.split("val")), size, budget)
-        _say(quiet, why)
-    train_ds = dataset_for_split(table, "train", size, data.batch_size, training=True, augment=data.augment,
-                                 seed=train.seed, cache=cache, resize=data.resize, verbose=not quiet)
-    val_ds = dataset_for_split(table, "val", size, data.batch_size, cache=cache, resize=data.resize)
+    train_ds, val_ds = datasets_for_run(table, data, train.seed, verbose=not quiet)
     steps = train.steps_per_epoch or int(np.ceil(len(table.split("train")) / data.batch_size))
     if train.steps_per_epoch:
         train_ds = train_ds.repeat()

@@ -117,6 +117,23 @@ def _augment(ds: tf.data.Dataset, preset: str, seed: int) -> tf.data.Dataset:
     )
 
 
+def datasets_for_run(table: ImageTable, data, seed: int, verbose: bool = True) -> tuple[tf.data.Dataset,
+                                                                                    tf.data.Dataset]:
+    """A run's (train, val) datasets per its `config.DataConfig`, with one cache choice for both (`auto`: memory
+    when train and val together fit the budget, else disk; said when `verbose`)."""
+    size = (data.image_size, data.image_size)
+    cache = data.cache
+    if cache == "auto":
+        budget = None if data.cache_budget_gb is None else int(data.cache_budget_gb * 1e9)
+        cache, why = disk_cache.choose(len(table.split("train")) + len(table.split("val")), size, budget)
+        if verbose:
+            print(why, flush=True)
+    train = dataset_for_split(table, "train", size, data.batch_size, training=True, augment=data.augment, seed=seed,
+                              cache=cache, resize=data.resize, verbose=verbose)
+    val = dataset_for_split(table, "val", size, data.batch_size, cache=cache, resize=data.resize)
+    return train, val
+
+
 def dataset_for_split(table: ImageTable, split: str, image_size: tuple[int, int], batch_size: int = 32,
                       **kwargs) -> tf.data.Dataset:
     """`make_dataset` over one split of a table, with the task's targets."""
