@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -68,12 +69,28 @@ def new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTable
     if saved or names - STUB - {HISTORY}:
         raise RunError(f"run directory {run_dir} exists and is not empty; a previous run is never overwritten: "
                        "choose another name, or --resume it")
+    _check_same_start(run_dir, config)
     repair_after_kill(run_dir, 0)  # history rows of an epoch that was never saved, temporary files
     config.save(run_file(run_dir, CONFIG), versions=versions())
     save_splits(table, run_file(run_dir, SPLITS))
     if table.dropped:
         write_dropped(table.dropped, run_file(run_dir, DROPPED))
     return run_dir
+
+
+def _check_same_start(run_dir: str, config: ExperimentConfig) -> None:
+    """A failed start's folder saved no epoch, so nothing is lost when it starts again; with other options than
+    before, that is said (stderr), as the folder's name may belong to the other run."""
+    try:
+        before = ExperimentConfig.load(run_file(run_dir, CONFIG)).to_dict()
+    except (OSError, ValueError):
+        return  # none, or one a kill left half-written: nothing to compare
+    ours = dict(_flatten(config.to_dict()))
+    changed = sorted(k for k, v in _flatten(before) if ours.get(k) != v)
+    if changed:
+        print(f"note: {run_dir} held a start that saved no epoch, made with other options (differs in "
+              f"{changed[:5]}); it starts again with these (to repeat that one: --config {run_file(run_dir, CONFIG)} "
+              f"--run-dir {run_dir})", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -131,7 +148,7 @@ def config_for_resume(run_dir: str, config: ExperimentConfig | None) -> Experime
     if not os.path.exists(run_file(run_dir, LAST)) or not (
             os.path.exists(state_path) or checkpoint_state(run_dir)):  # a kill before the first state.json
         raise RunError(f"{run_dir} has no completed epoch to resume from (no state.json / last.keras); start it "
-                       f"again with --run-dir {run_dir} (the folder is reused)")
+                       f"again with --config {run_file(run_dir, CONFIG)} --run-dir {run_dir} (the folder is reused)")
     saved = ExperimentConfig.load(run_file(run_dir, CONFIG))
     if os.path.exists(state_path) and read_state(run_dir).get("complete"):
         raise RunError(f"run {run_dir} is already complete; start a new run to train more")
@@ -201,3 +218,16 @@ def run_table(run_dir: str, config=None) -> ImageTable:
     config = config or ExperimentConfig.load(run_file(run_dir, CONFIG))
     table = load_table(config.data)
     return apply_saved_splits(table, run_file(run_dir, SPLITS))
+
+
+def seen_in_training(model_path: str, paths: list[str]) -> tuple[int, str | None]:
+    """How many of `paths` the run beside `model_path` trained or validated on (its splits.csv), and that file;
+    (0, None) for a model with no run folder."""
+    import csv
+
+    splits = run_file(os.path.dirname(os.path.abspath(model_path)), SPLITS)
+    if not os.path.isfile(splits):
+        return 0, None
+    with open(splits, newline="") as f:
+        used = {os.path.abspath(r["path"]) for r in csv.DictReader(f) if r.get("split") in ("train", "val")}
+    return sum(os.path.abspath(p) in used for p in paths), splits

@@ -139,9 +139,12 @@ def test_a_full_disk_at_the_first_checkpoint_leaves_a_folder_that_starts_again(t
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: cannot write ") and "no space left on the device" in err[-1]
     assert main(["train", "--resume", run]) == 2
-    assert f"start it again with --run-dir {run}" in capsys.readouterr().err
+    assert f"start it again with --config {run}/config.json --run-dir {run}" in capsys.readouterr().err
     monkeypatch.setattr(callbacks, "save_model", real_save)
-    assert main(_train_argv(data, run)) == 0  # the same folder, started again
+    other = _train_argv(data, run)
+    other[other.index("--image-size") + 1] = "40"
+    assert main(other) == 0  # the same folder, started again; with other options, said
+    assert "made with other options (differs in ['data.image_size'])" in capsys.readouterr().err
     with open(os.path.join(run, "history.csv")) as f:
         assert len(f.read().strip().splitlines()) == 2  # the header and one epoch: the failed one is gone
 
@@ -261,3 +264,15 @@ def test_training_with_a_class_of_one_image_is_refused_before_the_run_folder(tmp
     assert main(_train_argv(str(data), str(run))) == 2
     err = capsys.readouterr().err
     assert "split has no NORMAL image (the data has 1 in all" in err and not run.exists()
+
+
+def test_evaluating_a_model_on_its_own_training_films_says_so(trained, tmp_path, capsys):
+    _, data, run_dir, _ = trained
+    out = tmp_path / "e"
+    assert main(["evaluate", "--model", os.path.join(run_dir, "best.keras"), "--data-dir", data, "--out", str(out),
+                 "--threshold", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: " in err and "in this model's training or validation split" in err
+    import json
+
+    assert "not on unseen films" in json.load(open(out / "metrics.json"))["caveat"]

@@ -313,3 +313,30 @@ def test_quoted_labels_fold_into_their_class(tmp_path):
 def test_flat_images_are_not_near_copies_of_each_other():
     flat = [np.zeros((8, 8), np.uint8), np.full((30, 30), 200, np.uint8), np.full((1, 1), 255, np.uint8)]
     assert find_copies(["a", "b", "c"], [perceptual_hash(x) for x in flat]) == []
+
+
+# found by the second fresh-clone review
+def test_a_blank_label_next_to_a_two_label_row_is_refused_where_normal_is_a_class(tmp_path):
+    rows = ["a.png,NORMAL", "b.png,PNEUMONIA", "c.png,", "d.png,PNEUMONIA|NORMAL", "e.png,NORMAL"]
+    csv_path = _csv_data(tmp_path, "path,label", rows)
+    with pytest.raises(DataError, match=r"1 images with two or more labels, 1 with none; e\.g\. .*d.png is "
+                                        r"PNEUMONIA\|NORMAL\), but the class 'NORMAL' cannot sit beside a finding"):
+        load_dataset(str(tmp_path), csv_path=csv_path)
+    assert load_dataset(str(tmp_path), csv_path=csv_path, task="multilabel").task == "multilabel"
+
+
+def test_inferred_multilabel_data_says_so(tmp_path):
+    rows = ["a.png,Effusion", "b.png,Mass|Effusion", "c.png,", "d.png,Mass"]
+    table = load_dataset(str(tmp_path), csv_path=_csv_data(tmp_path, "path,label", rows))
+    assert table.task == "multilabel"
+    assert any("task multilabel, inferred: 1 images carry two or more labels and 1 none" in n for n in table.notes)
+
+
+@pytest.mark.parametrize("inner", ["NORMAL", "normal", "lung_masks", "Masks"])
+def test_a_sub_folder_named_like_another_class_or_like_masks_is_refused(tmp_path, inner):
+    write_image(str(tmp_path / "NORMAL" / "n.png"), _noise(1))
+    write_image(str(tmp_path / "PNEUMONIA" / "p.png"), _noise(2))
+    write_image(str(tmp_path / "PNEUMONIA" / inner / "x.png"), _noise(3))
+    with pytest.raises(DataError, match=r"inside class folder PNEUMONIA but named like class NORMAL|looks like a "
+                                        r"folder of masks inside class folder PNEUMONIA"):
+        load_dataset(str(tmp_path))

@@ -136,7 +136,21 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
     threshold, how = _given_threshold(args, spec)
     cohorts = cohort_names(table, args.cohort_pattern, args.cohort_column, require_match=True)
     return evaluate_model(model, spec, table, args.out, threshold, how, resamples=args.resamples, seed=args.seed,
-                          cohorts=cohorts, class_map=mapped, stress=args.stress_options, batch_size=args.batch_size)
+                          cohorts=cohorts, class_map=mapped, stress=args.stress_options, batch_size=args.batch_size,
+                          caveat=_training_overlap(args.model, table.paths))
+
+
+def _training_overlap(model_path: str, paths: list[str]) -> str:
+    """A caveat (also printed) when the run beside the model trained or validated on some of these films."""
+    from cxr_keras.run_folder import seen_in_training
+
+    seen, splits = seen_in_training(model_path, paths)
+    if not seen:
+        return ""
+    caveat = (f"{seen} of {len(paths)} images are in this model's training or validation split ({splits}): these "
+              "figures are not on unseen films; `cxr evaluate --run RUN` scores the run's own test split")
+    print(f"WARNING: {caveat}", file=sys.stderr)
+    return caveat
 
 
 def _mapped_table(args: argparse.Namespace, spec) -> tuple:
@@ -256,6 +270,7 @@ def _strength(text: str) -> float:
 
 
 def _worst_line(stress: dict) -> str:
-    falls = [f"{key.replace('_', ' ')} falls most under {w['shift']} {w['strength']:.2f} ({w['value']:.3f}, "
+    falls = [f"{key.replace('_', ' ')} falls most under {w['shift']} at strength {w['strength']:.2f} "
+             f"({w['value']:.3f}, "
              f"-{w['drop']:.3f})" for key, w in stress["worst"].items() if key != "accuracy" and w["drop"] > 5e-4]
     return (", ".join(falls) or "no metric falls by more than 0.0005") + " (see stress/stress.md)"

@@ -68,7 +68,8 @@ def format_report(table: ImageTable) -> str:
         lines.append(f"Images per patient: min {counts.min()}, median {np.median(counts):g}, max {counts.max()}; "
                      + ", ".join(f"{k} image(s): {v:,}" for k, v in sorted(per_patient.items())[:8]))
     groups = copy_groups(table)
-    lines.append(f"Copies: {len(groups):,} groups of byte-identical or near-identical images (each kept in one split)")
+    lines.append(f"Copies: {len(groups):,} groups of byte-identical or near-identical images (a split made here "
+                 "keeps each group in one split; a data-provided one is kept as given, with a warning above)")
     for group in groups[:20]:
         lines.append("  " + " = ".join(group))
     if len(groups) > 20:

@@ -25,7 +25,7 @@ from cxr_keras.data.csv_source import (
     single_csv,
 )
 from cxr_keras.data.image_io import IMAGE_EXTENSIONS
-from cxr_keras.data.labels import fold_label_case
+from cxr_keras.data.labels import fold_label_case, label_key
 from cxr_keras.data.records import DataError, Records
 from cxr_keras.data.table import Dropped, ImageTable
 from cxr_keras.data.verify import Fingerprint, verify_files
@@ -180,7 +180,7 @@ def _read_folders(root: str, layout: str, patterns: list[str]) -> Records:
             raise DataError(f"{folder} has no class folders; expected {LAYOUTS[layout]}")
         for name in class_dirs:
             _read_class_folder(records, os.path.join(folder, name, image_subdir).rstrip(os.sep), name, split,
-                               patterns)
+                               patterns, class_dirs)
     skipped = len(records.dropped)
     if skipped:
         records.notes.append(f"{skipped} files in class folders are not images and were skipped (e.g. "
@@ -188,9 +188,12 @@ def _read_folders(root: str, layout: str, patterns: list[str]) -> Records:
     return records
 
 
-def _read_class_folder(records: Records, class_dir: str, name: str, split: str | None, patterns: list[str]) -> None:
-    """The images under one class folder, sub-folders included (labelled by the class folder), said in notes."""
+def _read_class_folder(records: Records, class_dir: str, name: str, split: str | None, patterns: list[str],
+                       classes: list[str]) -> None:
+    """The images under one class folder, sub-folders included (labelled by the class folder), said in notes; a
+    sub-folder named like another class, or like masks, is refused: its images would take this folder's label."""
     found = find_images(class_dir)
+    _check_sub_folders(class_dir, name, found.images, classes)
     if not found.images:
         raise DataError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)}, or DICOM by "
                         "content): add images or remove the folder")
@@ -198,9 +201,11 @@ def _read_class_folder(records: Records, class_dir: str, name: str, split: str |
         records.add(path, [name], patient_from_name(os.path.basename(path), patterns), split)
     records.dropped += [Dropped(p, "not an image by its name or content (known: " + ", ".join(IMAGE_EXTENSIONS)
                                 + ", or DICOM)") for p in found.others]
-    nested = sum(os.path.dirname(p) != class_dir for p in found.images)
+    nested = sorted({os.path.relpath(os.path.dirname(p), class_dir) for p in found.images} - {"."})
     if nested:
-        records.notes.append(f"{nested} images of {class_dir} are in its sub-folders: labelled {name}")
+        count = sum(os.path.dirname(p) != class_dir for p in found.images)
+        records.notes.append(f"{count} images of {class_dir} are in its sub-folders ({', '.join(nested[:3])}"
+                             f"{' ...' if len(nested) > 3 else ''}): labelled {name}")
     if found.skipped:
         records.notes.append(f"{class_dir}: {found.skipped_text()}")
 
@@ -240,6 +245,20 @@ def _to_table(records: Records, root: str, classes: list[str] | None, task: str 
     return table
 
 
+def _check_sub_folders(class_dir: str, name: str, images: list[str], classes: list[str]) -> None:
+    others = {label_key(c): c for c in classes if label_key(c) != label_key(name)}
+    for folder in sorted({os.path.dirname(p) for p in images} - {class_dir}):
+        for part in os.path.relpath(folder, class_dir).split(os.sep):
+            if label_key(part) in others:
+                other = others[label_key(part)]
+                raise DataError(f"{folder} is inside class folder {name} but named like class {other}: its images "
+                                f"would be labelled {name}; move it to where it belongs, or rename it")
+            if "mask" in part.lower():
+                raise DataError(f"{folder} looks like a folder of masks inside class folder {name}: masks are not "
+                                "films; move it out of the class folder (a sub-folder named exactly 'masks' is "
+                                "skipped)")
+
+
 def _classes_and_task(records: Records, root: str, classes: list[str] | None, task: str | None
                       ) -> tuple[list[str], str]:
     """The class list (given, the layout's, or the labels found) and the task (given or inferred), checked."""
@@ -258,13 +277,34 @@ def _classes_and_task(records: Records, root: str, classes: list[str] | None, ta
             "(check the folder layout or the label column)"
         )
     single = all(len(labels) == 1 for labels in records.labels) and not records.multilabel
-    unlabelled = [p for p, labels in zip(records.paths, records.labels) if not labels]
-    if not task and not records.multilabel and unlabelled and all(len(x) <= 1 for x in records.labels):
-        raise DataError(f"{len(unlabelled)} of {len(records.paths)} images have no label (e.g. {unlabelled[0]}) while "
-                        "every other has one: fill in the missing labels, or pass --task multilabel if an empty "
-                        "label means 'no finding'")
+    if not task and not records.multilabel and not single:
+        _check_inferred_multilabel(records, class_list)
+    if not task and not single:
+        several = sum(len(x) > 1 for x in records.labels)
+        records.notes.append(f"task multilabel, inferred: {several} images carry two or more labels and "
+                             f"{sum(not x for x in records.labels)} none (pass --task to say otherwise)")
     task = task or ("multilabel" if not single else "binary" if len(class_list) == 2 else "multiclass")
     if task != "multilabel" and not single:
         bad = next(p for p, labels in zip(records.paths, records.labels) if len(labels) != 1)
         raise DataError(f"task {task} needs exactly one label per image, but {bad} has not; use --task multilabel")
     return class_list, task
+
+
+def _check_inferred_multilabel(records: Records, class_list: list[str]) -> None:
+    """Rows without a label, or with two, in data that does not say it is multi-label: refused where that is
+    most likely a labelling error (single-label rows around them, or a "normal" class, which cannot sit beside a
+    finding); the user says --task multilabel when it is meant."""
+    from cxr_keras.data.table import NORMAL_NAMES
+
+    none = [p for p, labels in zip(records.paths, records.labels) if not labels]
+    several = [(p, labels) for p, labels in zip(records.paths, records.labels) if len(labels) > 1]
+    normal = [c for c in class_list if c.lower() in NORMAL_NAMES]
+    if none and not several:
+        raise DataError(f"{len(none)} of {len(records.paths)} images have no label (e.g. {none[0]}) while every "
+                        "other has one: fill in the missing labels, or pass --task multilabel if an empty label "
+                        "means 'no finding'")
+    if normal and (none or several):
+        example = f"{several[0][0]} is {'|'.join(several[0][1])}" if several else f"{none[0]} has no label"
+        raise DataError(f"the labels read as multi-label ({len(several)} images with two or more labels, {len(none)} "
+                        f"with none; e.g. {example}), but the class {normal[0]!r} cannot sit beside a finding: fix "
+                        "those rows, or pass --task multilabel if this is what you mean")

@@ -66,14 +66,15 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
 
 def evaluate_model(model: keras.Model, spec: ModelSpec, table: ImageTable, out: str, threshold: float | list[float],
                    how: str, *, resamples: int = 1000, seed: int = 0, cohorts: list[str] | None = None,
-                   class_map: dict | None = None, stress: dict | None = None, batch_size: int = 32) -> dict:
+                   class_map: dict | None = None, stress: dict | None = None, batch_size: int = 32,
+                   caveat: str = "") -> dict:
     """A model (ours or foreign, as `spec` describes it) on a labelled table at a given threshold: scores,
     metrics.json, figures and report.md in `out`, and with `stress` (keyword arguments of `stress_split`) the shift
     stress test in OUT/stress; returns the metrics. What `cxr evaluate --model` runs."""
     y = truth(table, spec)
     scores = predict_scores(model, table.paths, spec, batch_size)
     metrics = write_evaluation(out, spec, table, y, scores, threshold, how, resamples, seed, cohorts, model,
-                               class_map=class_map)
+                               caveat=caveat, class_map=class_map)
     if stress is not None:
         from cxr_keras.evaluate.stress import stress_split
 
