@@ -340,3 +340,15 @@ def test_a_sub_folder_named_like_another_class_or_like_masks_is_refused(tmp_path
     with pytest.raises(DataError, match=r"inside class folder PNEUMONIA but named like class NORMAL|looks like a "
                                         r"folder of masks inside class folder PNEUMONIA"):
         load_dataset(str(tmp_path))
+
+
+def test_an_empty_csv_a_blank_path_and_excel_na_patients_are_named(tmp_path):
+    (tmp_path / "labels.csv").write_bytes(b"")
+    with pytest.raises(DataError, match="labels.csv is empty"):
+        load_dataset(str(tmp_path), csv_path=str(tmp_path / "labels.csv"))
+    rows = ["a.png,NORMAL,#N/A", "b.png,PNEUMONIA,#N/A", "", ",NORMAL,p3"]  # a blank line, then a blank path
+    names = ["a.png", "b.png"]
+    with pytest.raises(DataError, match=r"labels.csv line 5: the 'path' cell is empty"):  # the file's own line
+        load_dataset(str(tmp_path), csv_path=_csv_data(tmp_path, "path,label,patient", rows, names))
+    table = load_dataset(str(tmp_path), csv_path=_csv_data(tmp_path, "path,label,patient", rows[:2], names))
+    assert table.patients == [None, None]

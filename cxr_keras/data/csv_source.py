@@ -44,14 +44,21 @@ def separator(path: str) -> str:
     return max(SEPARATORS, key=lambda s: (first.count(s), s == ","))
 
 
+LINE = object()  # each row's key for its line number in the file (no header can name it)
+
+
 def read_rows(path: str) -> tuple[list[str], list[dict]]:
-    """(header, rows) of a CSV; a column named twice is refused, as its values would silently overwrite."""
+    """(header, rows) of a CSV, each row also holding its line number under `LINE`; blank lines skipped; a column
+    named twice is refused, as its values would silently overwrite."""
     if not os.path.isfile(path):
         raise DataError(f"label CSV {path} does not exist")
     try:
         with open_text(path) as f:
             reader = csv.reader(f, delimiter=separator(path))
             header = [name.strip() for name in next(reader, [])]
+            if not any(header):
+                raise DataError(f"{path} is empty (no header, no rows); give the label CSV: a path column and a "
+                                "labels column")
             _check_header(path, header)
             rows = []
             for row in reader:
@@ -61,7 +68,7 @@ def read_rows(path: str) -> tuple[list[str], list[dict]]:
                     raise DataError(f"{path} line {reader.line_num}: {len(row)} fields where the header has "
                                     f"{len(header)} (a separator inside an unquoted value?); quote the value or fix "
                                     "the row")
-                rows.append(dict(zip(header, (value.strip() for value in row))))
+                rows.append({**dict(zip(header, (value.strip() for value in row))), LINE: reader.line_num})
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as CSV UTF-8") from None
     return header, rows
@@ -164,8 +171,11 @@ def read_csv(csv_path: str, images_dir: str, layout: str, path_column: str | Non
 
     resolve = _Resolver(csv_path, images_dir, allow_outside_paths)
     missing, repeated, seen = [], [], {}
-    for line, row in enumerate(rows, start=2):
-        name = row.get(path_col) or ""
+    for row in rows:
+        line, name = row[LINE], row.get(path_col) or ""
+        if not name:
+            raise DataError(f"{csv_path} line {line}: the {path_col!r} cell is empty; give the image's path or "
+                            "delete the row")
         path = resolve(name, line)
         if not path:
             windows = "; a Windows path? write / between folders" if "\\" in name else ""
@@ -186,7 +196,8 @@ def read_csv(csv_path: str, images_dir: str, layout: str, path_column: str | Non
     return records
 
 
-NO_PATIENT = {"", "nan", "none", "null", "n/a", "na", "-", "?", "unknown"}  # what spreadsheets write for "no id"
+# what spreadsheets write for "no patient id"
+NO_PATIENT = {"", "nan", "none", "null", "n/a", "#n/a", "na", "n.a.", "-", "?", "unknown", "missing"}
 
 
 def _split_of(csv_path: str, line: int, value: str | None) -> str | None:
@@ -244,7 +255,7 @@ def _onehot_columns(csv_path: str, header: list[str], rows: list[dict], used: se
         if binary == len(values):
             columns.append(column)
         elif binary >= len(values) / 2:
-            line, value = next((k + 2, v) for k, v in enumerate(values) if v not in BINARY)
+            line, value = next((row[LINE], v) for row, v in zip(rows, values) if v not in BINARY)
             raise DataError(f"{csv_path} line {line}: column {column!r} holds 0/1 labels but says {value!r} here; "
                             "write 0 or 1 in every row (map uncertain labels such as -1 yourself)")
     return columns
