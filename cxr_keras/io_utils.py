@@ -133,7 +133,7 @@ def write_problem(exc: OSError) -> str | None:
     return WRITE_PROBLEMS.get(exc.errno)
 
 
-def check_writable(path: str, folder: bool = True) -> None:
+def check_writable(path: str, folder: bool = True, option: str = "--out") -> None:
     """Refuse an --out that cannot be written (read-only, full, not ours) before any work: a probe file is made
     and removed in the folder, or in its nearest existing parent when the folder does not exist yet."""
     target = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
@@ -144,7 +144,7 @@ def check_writable(path: str, folder: bool = True) -> None:
         os.close(fd)
         os.remove(probe)
     except OSError as exc:
-        raise OutputNotWritable(f"--out {path}: cannot write in {target} "
+        raise OutputNotWritable(f"{option} {path}: cannot write in {target} "
                                 f"({write_problem(exc) or exc.strerror or exc})") from None
 
 

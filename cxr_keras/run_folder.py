@@ -61,7 +61,7 @@ def new_run_dir(config: ExperimentConfig, run_dir: str | None, table: ImageTable
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError(f"run directory {run_dir} is a file; choose another --run-dir")
     check_outside_data(run_dir, [config.data.data_dir, config.data.images_dir or ""], "the run folder")
-    check_writable(run_dir)
+    check_writable(run_dir, option="the run folder")
     os.makedirs(run_dir, exist_ok=True)
     hold.enter_context(only_process(run_dir))
     names = {n for n in os.listdir(run_dir) if not n.startswith(".")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import warnings
 
 import numpy as np
@@ -62,16 +63,21 @@ def is_image_name(path: str) -> bool:
     return "." not in name and os.path.isfile(path) and has_image_magic(path)
 
 
-def read_bytes(path: str) -> bytes:
-    """A regular file's bytes; a device, pipe, folder, broken link or link loop is an ImageReadError."""
+def stat_or_reason(path: str) -> os.stat_result | str:
+    """The file's stat, or in a few words why there is none (not found, a broken link or link loop)."""
     try:
-        info = os.stat(path)
+        return os.stat(path)
     except OSError as exc:
         if os.path.islink(path):
-            raise ImageReadError("broken symbolic link or link loop") from None
-        raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from None
-    import stat
+            return "broken symbolic link or link loop"
+        return "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read file: {exc.strerror or exc}"
 
+
+def read_bytes(path: str) -> bytes:
+    """A regular file's bytes; a device, pipe, folder, broken link or link loop is an ImageReadError."""
+    info = stat_or_reason(path)
+    if isinstance(info, str):
+        raise ImageReadError(info)
     if not stat.S_ISREG(info.st_mode):  # /dev/zero or a pipe behind a symlink: never read it
         raise ImageReadError("not a regular file (a device, pipe or folder)")
     try:

@@ -27,7 +27,7 @@ from cxr_keras.data.csv_source import (
 from cxr_keras.data.image_io import IMAGE_EXTENSIONS
 from cxr_keras.data.labels import fold_label_case, label_key
 from cxr_keras.data.records import DataError, Records
-from cxr_keras.data.table import Dropped, ImageTable
+from cxr_keras.data.table import NORMAL_NAMES, Dropped, ImageTable
 from cxr_keras.data.verify import Fingerprint, verify_files
 from cxr_keras.data.walk import find_images
 
@@ -294,8 +294,6 @@ def _check_inferred_multilabel(records: Records, class_list: list[str]) -> None:
     """Rows without a label, or with two, in data that does not say it is multi-label: refused where that is
     most likely a labelling error (single-label rows around them, or a "normal" class, which cannot sit beside a
     finding); the user says --task multilabel when it is meant."""
-    from cxr_keras.data.table import NORMAL_NAMES
-
     none = [p for p, labels in zip(records.paths, records.labels) if not labels]
     several = [(p, labels) for p, labels in zip(records.paths, records.labels) if len(labels) > 1]
     normal = [c for c in class_list if c.lower() in NORMAL_NAMES]

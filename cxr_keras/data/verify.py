@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from cxr_keras.config import DEFAULT_MAX_PIXELS
 from cxr_keras.data.copies import perceptual_hash
-from cxr_keras.data.image_io import ImageReadError, read_bytes, read_gray
+from cxr_keras.data.image_io import ImageReadError, read_bytes, read_gray, stat_or_reason
 from cxr_keras.data.table import Dropped
 from cxr_keras.io_utils import atomic_writer, cache_dir
 
@@ -44,7 +44,7 @@ def _check(path: str, max_pixels: int) -> list:
     except ImageReadError as exc:
         return [str(exc), 0, 0, max_pixels if "above the limit" in str(exc) else 0, "", ""]
     height, width = image.shape
-    return [None, width, height, False, hashlib.sha256(data).hexdigest(), perceptual_hash(image)]
+    return [None, width, height, 0, hashlib.sha256(data).hexdigest(), perceptual_hash(image)]
 
 
 def _pixel_problem(width: int, height: int, max_pixels: int) -> str | None:
@@ -83,9 +83,10 @@ def verify_files(
     """
     cache_path = _cache_file(root) if root else None
     cache = _load_cache(cache_path) if cache_path else {}
-    stats = {p: _stat(p) for p in paths}
+    stats = {p: stat_or_reason(p) for p in paths}
     todo = [p for p in paths if isinstance(stats[p], os.stat_result)
             and not _cache_hit(cache.get(p), stats[p], max_pixels)]
+    checked_now = set(todo)
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         for path, result in zip(todo, pool.map(lambda p: _check(p, max_pixels), todo)):
@@ -103,7 +104,8 @@ def verify_files(
             dropped.append(Dropped(path, stats[path]))
             continue
         _, _, problem, width, height, _, sha, phash = cache[path]
-        problem = problem or _pixel_problem(width, height, max_pixels) or (None if path in todo else _unreadable(path))
+        problem = problem or _pixel_problem(width, height, max_pixels) or (
+            None if path in checked_now else _unreadable(path))
         if problem:
             dropped.append(Dropped(path, problem))
         else:
@@ -111,16 +113,6 @@ def verify_files(
             if fingerprints is not None:
                 fingerprints[path] = Fingerprint(sha, phash)
     return usable, dropped
-
-
-def _stat(path: str) -> os.stat_result | str:
-    """The file's stat, or why there is none ("file not found", or a broken link or link loop)."""
-    try:
-        return os.stat(path)
-    except OSError as exc:
-        if os.path.islink(path):
-            return "broken symbolic link or link loop"
-        return "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read file: {exc.strerror or exc}"
 
 
 def _unreadable(path: str) -> str | None:
