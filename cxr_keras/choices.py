@@ -20,10 +20,13 @@ BACKBONES = ("efficientnetb0", "mobilenetv2", "densenet121", "resnet50", "effici
              "efficientnetlite2", "baseline")
 AUGMENT_PRESETS = ("none", "light", "standard", "strong", "acquisition")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-SHIFTS = ("contrast", "gamma", "blur", "noise", "resolution", "jpeg", "crop", "text")
+HELD_IN_SHIFTS = ("contrast", "gamma", "blur", "noise", "resolution", "jpeg", "crop")  # a training option may apply
+HELD_OUT_SHIFTS = ("text", "poisson", "grid", "unsharp", "bitdepth", "heel")  # none does: honest stress rows
+SHIFTS = HELD_IN_SHIFTS + HELD_OUT_SHIFTS
 CALIBRATION_METHODS = ("platt", "temperature")
 PREPROCESS = ("none", "unit", "tf", "torch", "caffe")
-THRESHOLD_RULES = ("balanced", "plateau", "youden", "f1", "sensitivity", "specificity", "fixed")
+THRESHOLD_RULES = ("balanced", "plateau", "youden", "f1", "sensitivity", "specificity", "fixed", "shift-mean",
+                   "shift-worst")
 DEFAULT_RULE = "balanced"
 EXPORT_FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int8-mixed")
 GRADCAM_METHODS = ("gradcam", "gradcam++")

@@ -18,6 +18,7 @@ def test_each_list_is_what_its_module_implements():
     assert choices.BACKBONES == tuple(REGISTRY)
     assert choices.AUGMENT_PRESETS == tuple(augment.PRESETS)
     assert choices.SHIFTS == tuple(shifts.SHIFTS)
+    assert (choices.HELD_IN_SHIFTS, choices.HELD_OUT_SHIFTS) == (shifts.GROUPS["held-in"], shifts.GROUPS["held-out"])
     assert sources.LAYOUTS is choices.LAYOUTS and calibration.METHODS == choices.CALIBRATION_METHODS
     for rule in choices.THRESHOLD_RULES:
         thresholds.parse_rule(rule + (":0.9" if rule in ("sensitivity", "specificity", "fixed") else ""))

@@ -138,6 +138,24 @@ def test_calibrating_a_run_stores_platt_scaling_in_best_keras(run_dir, tmp_path,
     assert metadata["calibration"]["method"] == "temperature" and metadata["calibration"]["intercept"] == [0.0]
 
 
+def test_a_shift_aware_rule_weighs_validation_under_the_held_in_shifts(run_dir, tmp_path, capsys):
+    from cxr_keras.data.shifts import GROUPS
+    from cxr_keras.evaluate.stress import shifted_copies
+
+    out = str(tmp_path / "shift")
+    assert main(["evaluate", "--run", run_dir, "--rule", "shift-mean", "--out", out, "--resamples", "20",
+                 "--no-stress"]) == 0
+    best = json.load(open(os.path.join(run_dir, "best.json")))
+    assert "held-in acquisition shifts" in best["threshold_rule"] and best["threshold_rule"].startswith("shift-mean")
+    model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)
+    spec = describe_model(model, metadata)
+    val = run_table(run_dir).split("val")
+    y, s = truth(val, spec), predict_scores(model, val.paths, spec)
+    shifted = shifted_copies(model, spec, val.paths, y)
+    assert len(shifted) == 2 * len(GROUPS["held-in"])
+    assert best["threshold"] == pytest.approx(choose(y, s, "shift-mean", shifted=shifted).threshold)
+
+
 def test_evaluate_run_returns_val_and_test(run_dir, tmp_path):
     results = evaluate_run(run_dir, "youden", str(tmp_path / "again"), resamples=50)
     assert set(results) == {"val", "test", "stress"} and results["val"]["threshold_rule"].startswith("youden")
@@ -252,7 +270,10 @@ def test_run_reports_say_validation_is_optimistic_and_show_the_quick_stress_test
     assert "Optimistic by construction" in val_report and "## Under acquisition shifts" in val_report
     assert "A held-out test split of the same data" in open(os.path.join(out, "test", "report.md")).read()
     stress = json.load(open(os.path.join(out, "stress", "stress.json")))
-    assert stress["strengths"] == [0.5, 1.0] and stress["n_images"] == 16 and len(stress["rows"]) == 17
+    assert stress["strengths"] == [0.5, 1.0] and stress["n_images"] == 16 and len(stress["rows"]) == 27
+    assert {r["group"] for r in stress["rows"][1:]} == {"held-in", "held-out"}
+    assert set(stress["worst_by_group"]) == {"held-in", "held-out"}
+    assert "(held-out) |" in val_report
     metrics = json.load(open(os.path.join(out, "val", "metrics.json")))
     assert metrics["stress"]["worst"] == stress["worst"]
     quick = str(tmp_path / "none")

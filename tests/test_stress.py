@@ -37,6 +37,31 @@ def test_each_shift_is_the_identity_at_zero_repeatable_and_grows_with_strength(n
     assert apply_shift(name, image, 0.6).dtype == np.uint8
 
 
+def test_no_training_option_applies_a_held_out_shift():
+    """The held-out rows are honest only if nothing trains on them: no augmentation preset names one, and the
+    kinds of change each preset makes map onto held-in shifts (zoom is a crop, the tone changes are contrast
+    and gamma, noise is noise)."""
+    from cxr_keras.data.augment import PRESETS
+    from cxr_keras.data.shifts import GROUPS
+
+    assert set(GROUPS["held-in"]).isdisjoint(GROUPS["held-out"])
+    trains_like = {"zoom": "crop", "contrast": "contrast", "gamma": "gamma", "brightness": "contrast",
+                   "noise": "noise", "blur": "blur", "resolution": "resolution", "jpeg": "jpeg"}
+    geometry = {"rotation", "shift", "shear", "flip", "cutout", "fill_value"}
+    for name, params in PRESETS.items():
+        for key in params:
+            assert key in geometry or trains_like[key] in GROUPS["held-in"], (name, key)
+            assert key not in GROUPS["held-out"], (name, key)
+
+
+def test_poisson_noise_follows_the_signal():
+    """Quantum noise: the dark (many-photon) parts of a film are relatively quieter than its bright parts."""
+    flat_dark, flat_bright = np.full((1, 64, 64, 1), 40, np.uint8), np.full((1, 64, 64, 1), 220, np.uint8)
+    dark = apply_shift("poisson", flat_dark, 1.0).astype(float).std()
+    bright = apply_shift("poisson", flat_bright, 1.0).astype(float).std()
+    assert bright > 1.5 * dark > 0
+
+
 def test_noise_is_seeded_per_image_and_bad_requests_are_refused():
     images = np.repeat(textured(), 2, axis=0)
     noisy = apply_shift("noise", images, 0.5, seed=1)

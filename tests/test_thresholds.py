@@ -120,3 +120,40 @@ def test_balanced_cuts_at_the_training_prior_whatever_validation_says():
     point = choose(y, s, "balanced")
     assert point.threshold == 0.5 and "unknown" in point.rule
     assert point.specificity == apply_threshold(y, s, 0.5)["specificity"]
+
+
+def test_shift_mean_takes_the_cut_that_holds_on_the_shifted_copy_too():
+    """By hand: clean validation is perfect for t in (0.3, 0.7], its shifted copy (normals pushed up) for t in
+    (0.6, 0.75]; both for (0.6, 0.7], whose middle in logit space is 0.6516. `balanced` (0.5) loses 2 of the 3
+    shifted normals."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    clean = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    shifted = [(y, np.array([0.4, 0.5, 0.6, 0.75, 0.85, 0.95]))]
+    middle = 1 / (1 + np.exp(-(np.log(0.6 / 0.4) + np.log(0.7 / 0.3)) / 2))
+    for rule in ("shift-mean", "shift-worst"):
+        point = choose(y, clean, rule, shifted=shifted)
+        assert point.threshold == pytest.approx(middle) and point.rule == rule
+        assert (point.sensitivity, point.specificity) == (1.0, 1.0)
+    assert apply_threshold(*shifted[0], 0.5)["specificity"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="needs the model"):
+        choose(y, clean, "shift-mean")
+
+
+def test_shift_mean_and_worst_are_the_best_mean_and_worst_balanced_accuracy_by_brute_force():
+    rng = np.random.default_rng(5)
+    y = (rng.random(60) < 0.6).astype(int)
+    clean = np.clip(0.35 * y + 0.4 * rng.random(60), 0, 1)
+    shifted = [(y, np.clip(clean + shift + 0.1 * rng.random(60), 0, 1)) for shift in (0.05, 0.15, 0.3)]
+
+    def balanced(truth, scores, t):
+        rates = apply_threshold(truth, scores, t)
+        return (rates["sensitivity"] + rates["specificity"]) / 2
+
+    grid = np.linspace(0, 1, 4001)
+    conditions = [(y, clean), *shifted]
+    for statistic, reduce in (("mean", np.mean), ("worst", np.min)):
+        best = max(reduce([balanced(t_, s, g) for t_, s in conditions]) for g in grid)
+        point = choose(y, clean, f"shift-{statistic}", shifted=shifted)
+        assert reduce([balanced(t_, s, point.threshold) for t_, s in conditions]) == pytest.approx(best)
+    assert choose(y, clean, "shift-worst", shifted=shifted).threshold != choose(y, clean, "shift-mean",
+                                                                                 shifted=shifted).threshold

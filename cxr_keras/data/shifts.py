@@ -1,5 +1,10 @@
 """Graded acquisition shifts for the stress test: what another scanner, site or workflow does to an X-ray.
 
+Two groups. HELD_IN are the kinds a training option may apply (the `acquisition` augmentation, the
+consistency loss, and the `shift-mean` / `shift-worst` threshold rules look at them); HELD_OUT are kinds no
+training option or rule ever sees, so the stress test's held-out rows measure robustness without circularity
+(tests/test_stress.py checks that no augmentation preset names one).
+
 Each shift maps a (H, W) uint8 image and a strength in [0, 1] to a new uint8 image: strength 0 is the image
 itself, 1 a strong but still readable shift, and the change grows with the strength. Random shifts (noise) are
 seeded by (seed, image index), so a stress test is repeatable image by image. Sizes (blur, text, crop) are
@@ -85,7 +90,65 @@ def text(image: np.ndarray, s: float, rng=None) -> np.ndarray:
     return out
 
 
-SHIFTS = {f.__name__: f for f in (contrast, gamma, blur, noise, resolution, jpeg, crop, text)}
+def poisson(image: np.ndarray, s: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Quantum (Poisson) noise of a low dose: 10^(4.25 - 2.5 s) photons per pixel through air, attenuated by
+    exp(-3 x / 255), counted and logged back, so the bright (attenuated, photon-starved) parts are the noisiest
+    (in the mid-greys about 3 grey levels at s 0.25, 6 at 0.5, 24 at 1)."""
+    if s == 0:
+        return image.copy()
+    rng = rng if rng is not None else np.random.default_rng(0)
+    full = 10 ** (4.25 - 2.5 * s)
+    counts = rng.poisson(full * np.exp(-3 * image.astype(np.float64) / 255))
+    return _u8(-255 / 3 * np.log(np.maximum(counts, 0.5) / full))
+
+
+def grid(image: np.ndarray, s: float, rng=None) -> np.ndarray:
+    """Anti-scatter grid lines: vertical stripes every 2 % of the width, darkening up to 30 s % (a stationary
+    grid, or a moving one that did not move)."""
+    w = image.shape[1]
+    phase = 2 * np.pi * np.arange(w) / max(2.0, 0.02 * w)
+    stripes = 1 - 0.3 * s * (0.5 + 0.5 * np.cos(phase))
+    return _u8(image.astype(np.float32) * stripes[None, :].astype(np.float32))
+
+
+def unsharp(image: np.ndarray, s: float, rng=None) -> np.ndarray:
+    """Vendor edge enhancement: unsharp masking of amount 3 s with a Gaussian of 1 % of the image side (the
+    large-kernel sharpening of a CR/DR console)."""
+    if s == 0:
+        return image.copy()
+    x = image.astype(np.float32)
+    smooth = cv2.GaussianBlur(x, (0, 0), sigmaX=max(0.5, 0.01 * max(image.shape)))
+    return _u8(x + 3 * s * (x - smooth))
+
+
+def bitdepth(image: np.ndarray, s: float, rng=None) -> np.ndarray:
+    """Reduced bit depth: 2^(8 - 5 s) grey levels (3 bits at s 1; a windowed 8-bit export, an old digitiser)."""
+    levels = round(2 ** (8 - 5 * s))
+    if levels >= 256:
+        return image.copy()
+    step = 256 / levels
+    return _u8(np.floor(image.astype(np.float32) / step) * step + step / 2)
+
+
+def heel(image: np.ndarray, s: float, rng=None) -> np.ndarray:
+    """Heel effect and vignetting: exposure falling 20 s % from one end of the film to the other and up to
+    50 s grey levels darker towards the corners (an uneven beam, a detector's fall-off)."""
+    h, w = image.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    ramp = 1 + 0.1 * s * (2 * yy / max(1, h - 1) - 1)
+    radius2 = ((xx - (w - 1) / 2) ** 2 + (yy - (h - 1) / 2) ** 2) / (((w - 1) / 2) ** 2 + ((h - 1) / 2) ** 2 or 1)
+    return _u8(image.astype(np.float32) * ramp - 50 * s * radius2)
+
+
+HELD_IN = (contrast, gamma, blur, noise, resolution, jpeg, crop)
+HELD_OUT = (text, poisson, grid, unsharp, bitdepth, heel)
+SHIFTS = {f.__name__: f for f in (*HELD_IN, *HELD_OUT)}
+GROUPS = {"held-in": tuple(f.__name__ for f in HELD_IN), "held-out": tuple(f.__name__ for f in HELD_OUT)}
+
+
+def group_of(name: str) -> str:
+    """'held-in' or 'held-out'."""
+    return next(group for group, names in GROUPS.items() if name in names)
 
 
 def apply_shift(name: str, images: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:

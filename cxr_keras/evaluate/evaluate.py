@@ -44,6 +44,7 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
     if stress:
         metrics["stress"] = {"split": stress.get("split"), "n_images": stress["n_images"],
                              "strengths": stress["strengths"], "worst": stress["worst"],
+                             "worst_by_group": stress.get("worst_by_group", {}),
                              "unshifted": stress["rows"][0], "file": "../stress/stress.md"}
     if cohorts is not None:
         names = np.asarray(cohorts)
@@ -136,15 +137,17 @@ QUICK_STRESS = {"strengths": (0.5, 1.0), "count": 200}  # what `cxr evaluate --r
 
 
 def _save_run_threshold(model_path: str, metadata: dict, spec: ModelSpec, y_val: np.ndarray, s_val: np.ndarray,
-                        rule: str, calibrate: str | None, run_dir: str) -> tuple[float | list[float], str]:
-    """Choose a run's threshold on validation by `rule` and write it, with how it was chosen, into best.json."""
+                        rule: str, calibrate: str | None, run_dir: str,
+                        shifted: list[tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[float | list[float], str]:
+    """Choose a run's threshold on validation by `rule` (the shift rules also weigh `shifted`, validation's
+    copies under the held-in shifts) and write it, with how it was chosen, into best.json."""
     from cxr_keras.models.saving import metadata_path
 
     # calibrated probabilities carry validation's prevalence: that is the prior `balanced` cuts at then
     calibrated = bool(calibrate or metadata.get("calibration"))
     priors = (list(np.atleast_1d(y_val.reshape(len(y_val), -1).mean(axis=0))) if calibrated
               else _priors(metadata, run_dir))
-    threshold, points = choose_thresholds(spec, y_val, s_val, rule, priors)
+    threshold, points = choose_thresholds(spec, y_val, s_val, rule, priors, shifted)
     named = points[0]["rule"] if spec.task == "binary" else rule
     if rule.startswith("balanced"):
         how = (f"{named}: the validation prevalence, which calibrated probabilities carry" if calibrated else
@@ -152,6 +155,10 @@ def _save_run_threshold(model_path: str, metadata: dict, spec: ModelSpec, y_val:
         if spec.task != "binary":
             how = "balanced per finding: " + ", ".join(f"{c} {p['threshold']:.3g}" for c, p in
                                                        zip(spec.classes, points))
+    elif shifted:
+        how = (f"{named} on validation ({len(y_val)} images) and {len(shifted)} copies of {len(shifted[0][0])} of "
+               "them under held-in acquisition shifts (strengths 0.5 and 1): the cut with the best "
+               f"{'mean' if 'mean' in rule else 'worst'} balanced accuracy over them")
     else:
         how = f"{named} on validation ({len(y_val)} images)"
     how += f", {calibrate or metadata['calibration']['method']}-calibrated" if calibrated else ""
@@ -197,7 +204,13 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
         s_val = predict_scores(model, val.paths, spec, d.batch_size)
     threshold, how = spec.threshold, spec.threshold_rule
     if spec.task != "multiclass":
-        threshold, how = _save_run_threshold(model_path, metadata, spec, y_val, s_val, rule, calibrate, run_dir)
+        shifted = None
+        if rule.startswith("shift-"):
+            from cxr_keras.evaluate.stress import shifted_copies
+
+            shifted = shifted_copies(model, spec, val.paths, y_val, batch_size=d.batch_size)
+        threshold, how = _save_run_threshold(model_path, metadata, spec, y_val, s_val, rule, calibrate, run_dir,
+                                             shifted)
     def cohorts(part: ImageTable) -> list[str] | None:
         if cohort_pattern or cohort_column:
             return cohort_names(part, cohort_pattern, cohort_column)

@@ -70,9 +70,14 @@ def _stress_lines(stress: dict) -> list[str]:
              f"{', '.join(f'{s:g}' for s in stress['strengths'])}); the largest drop of each figure, at this "
              f"threshold ([table and figure]({stress['file']})):", "",
              "| figure | unshifted | worst shifted | under |", "|---|---|---|---|"]
-    for key, worst in stress["worst"].items():
-        lines.append(f"| {key.replace('_', ' ')} | {base[key]:.3f} | {worst['value']:.3f} | {worst['shift']} "
-                     f"{worst['strength']:g} |")
+    groups = stress.get("worst_by_group") or {"": stress["worst"]}
+    for group, worst_cases in groups.items():
+        for key, worst in worst_cases.items():
+            lines.append(f"| {key.replace('_', ' ')} | {base[key]:.3f} | {worst['value']:.3f} | {worst['shift']} "
+                         f"{worst['strength']:g}{f' ({group})' if group else ''} |")
+    if len(groups) > 1:
+        lines += ["", "Held-out shifts are kinds no training option applies: their rows are the fair test of a "
+                      "model trained with augmentation or consistency, and of a shift-aware threshold."]
     return lines
 
 

@@ -16,6 +16,12 @@ Rules, as written on the command line (`RULE[:ARG]`):
   sensitivity:T[+M]  the highest threshold whose sensitivity reaches T + M (M: a safety margin).
   specificity:T[+M]  the lowest threshold whose specificity reaches T + M.
   fixed:T         T itself (e.g. fixed:0.5 after calibrating the probabilities on validation).
+  shift-mean      the threshold whose balanced accuracy, averaged over validation and its copies under the held-in
+                  acquisition shifts (data/shifts.py, `shift_conditions`), is highest: a cut that also holds when
+                  another scanner moves the scores. Needs the model (a run's evaluation scores the copies).
+  shift-worst     the same, maximising the worst condition's balanced accuracy instead of the mean.
+Where several thresholds tie, each rule that searches takes the middle (in logit space for probabilities) of the
+widest run of tying thresholds, not its edge.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ if TYPE_CHECKING:  # annotations only: the rules need no Keras
     from cxr_keras.models.contract import ModelSpec
 
 RULES = THRESHOLD_RULES
+SHIFT_RULES = ("shift-mean", "shift-worst")
 PLATEAU_TOLERANCE = 0.01
 
 
@@ -92,16 +99,22 @@ def parse_rule(text: str) -> tuple[str, float | None]:
         raise ValueError(f"rule fixed needs a threshold in [0, 1], e.g. fixed:0.5 (got {text!r})")
     if name == "plateau" and len(parts) > 1:
         raise ValueError(f"rule plateau takes one tolerance, e.g. plateau:0.02 (got {text!r})")
-    if name in ("youden", "f1", "balanced") and value is not None:
+    if name in ("youden", "f1", "balanced", *SHIFT_RULES) and value is not None:
         raise ValueError(f"rule {name} takes no argument (got {text!r})")
     return name, value
 
 
-def choose(y_true: np.ndarray, scores: np.ndarray, rule: str = DEFAULT_RULE, prior: float | None = None
-           ) -> OperatingPoint:
+def choose(y_true: np.ndarray, scores: np.ndarray, rule: str = DEFAULT_RULE, prior: float | None = None,
+           shifted: list[tuple[np.ndarray, np.ndarray]] | None = None) -> OperatingPoint:
     """An operating point on (validation) data from a rule as written on the command line; `prior` is the
-    training prior the `balanced` rule cuts at (unknown: 0.5, and the rule's label says so)."""
+    training prior the `balanced` rule cuts at (unknown: 0.5, and the rule's label says so); `shifted`, the
+    (truth, scores) of validation's shifted copies that the shift rules also weigh."""
     name, value = parse_rule(rule)
+    if name in SHIFT_RULES:
+        if not shifted:
+            raise ValueError(f"rule {name} weighs validation under acquisition shifts: it needs the model (use it "
+                             "with cxr evaluate --run or cxr train)")
+        return shift_robust(y_true, scores, shifted, name.split("-")[1], label=rule)
     if name == "balanced":
         label = f"balanced (prior {prior:.3g})" if prior is not None else "balanced (prior unknown: 0.5)"
         return _point_at(y_true, scores, 0.5 if prior is None else float(prior), label)
@@ -148,23 +161,55 @@ def plateau_middle(y_true: np.ndarray, scores: np.ndarray, tolerance: float = PL
     if not 0 <= tolerance < 1:
         raise ValueError(f"plateau tolerance must be in [0, 1), got {tolerance}")
     table = sweep(y_true, scores)
-    j = table["youden_j"]
-    s = np.asarray(scores, dtype=float).ravel()
-    probabilities = s.min() >= 0 and s.max() <= 1
+    threshold = _middle_of_best(table["threshold"], table["youden_j"], np.asarray(scores, dtype=float), tolerance)
+    return _point_at(y_true, scores, threshold, label or f"plateau middle (J within {tolerance:g} of best)")
+
+
+def shift_robust(y_true: np.ndarray, scores: np.ndarray, shifted: list[tuple[np.ndarray, np.ndarray]],
+                 statistic: str = "mean", label: str | None = None) -> OperatingPoint:
+    """The threshold with the best mean (or worst-case) balanced accuracy over the conditions: (y_true, scores)
+    itself and each (truth, scores) of `shifted`; the middle of the widest run of best thresholds. The
+    operating point reported is the unshifted one's, at that threshold."""
+    conditions = [(np.asarray(y_true, dtype=float).ravel() > 0.5, np.asarray(scores, dtype=float).ravel())]
+    conditions += [(np.asarray(y, dtype=float).ravel() > 0.5, np.asarray(s, dtype=float).ravel()) for y, s in shifted]
+    if any(y.all() or not y.any() for y, _ in conditions):
+        raise ValueError("a shift-aware threshold needs positive and negative examples in every condition")
+    every = np.concatenate([s for _, s in conditions])
+    candidates = np.r_[np.inf, np.unique(every)[::-1]]  # decreasing, as a sweep: the first decides all negative
+    balanced = np.array([_balanced_accuracy_at(candidates, y, s) for y, s in conditions])
+    value = balanced.mean(axis=0) if statistic == "mean" else balanced.min(axis=0)
+    threshold = _middle_of_best(candidates, value, every, 0.0)
+    return _point_at(y_true, scores, threshold, label or f"shift-{statistic}")
+
+
+def _balanced_accuracy_at(thresholds: np.ndarray, positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(sensitivity + specificity) / 2 of `score >= t` at each threshold t, by sorted search."""
+    pos, neg = np.sort(scores[positive]), np.sort(scores[~positive])
+    sensitivity = 1 - np.searchsorted(pos, thresholds, side="left") / len(pos)
+    specificity = np.searchsorted(neg, thresholds, side="left") / len(neg)
+    return (sensitivity + specificity) / 2
+
+
+def _middle_of_best(thresholds: np.ndarray, values: np.ndarray, scores: np.ndarray, tolerance: float) -> float:
+    """Of the runs of consecutive sweep thresholds (decreasing) whose value is within `tolerance` of the best,
+    the widest that holds a best point, and its middle, in logit space for probabilities (an interval from 0.07 to
+    0.93 gives 0.5; one from 0.001 to 0.5 gives 0.03, not 0.25). Threshold t_i decides as every threshold in
+    (t_(i+1), t_i], so a run spans from the next lower threshold to its first."""
+    probabilities = scores.min() >= 0 and scores.max() <= 1
     space = _logit if probabilities else (lambda v: np.asarray(v, dtype=float))
-    thresholds = np.minimum(table["threshold"], s.max())  # the first point (+inf or 1.0) decides nothing positive
-    near = j >= j.max() - tolerance - 1e-12
-    runs = np.split(np.arange(len(j)), np.flatnonzero(np.diff(near.astype(int))) + 1)
-    runs = [r for r in runs if near[r[0]] and np.any(j[r] >= j.max() - 1e-12)]
+    thresholds = np.minimum(thresholds, scores.max())  # the first point (+inf or 1.0) decides nothing positive
+    near = values >= values.max() - tolerance - 1e-12
+    runs = np.split(np.arange(len(values)), np.flatnonzero(np.diff(near.astype(int))) + 1)
+    runs = [r for r in runs if near[r[0]] and np.any(values[r] >= values.max() - 1e-12)]
 
     def ends(run: np.ndarray) -> tuple[float, float]:
         upper, below = thresholds[run[0]], run[-1] + 1
-        return float(space(thresholds[below] if below < len(j) else thresholds[run[-1]])), float(space(upper))
+        lower = thresholds[below] if below < len(values) else thresholds[run[-1]]
+        return float(space(lower)), float(space(upper))
 
     low, high = max((ends(r) for r in runs), key=lambda e: e[1] - e[0])
     middle = (low + high) / 2
-    threshold = float(1 / (1 + np.exp(-middle))) if probabilities else float(middle)
-    return _point_at(y_true, scores, threshold, label or f"plateau middle (J within {tolerance:g} of best)")
+    return float(1 / (1 + np.exp(-middle))) if probabilities else float(middle)
 
 
 def _logit(p) -> np.ndarray:
@@ -190,19 +235,23 @@ def apply_threshold(y_true: np.ndarray, scores: np.ndarray, threshold: float) ->
             "ppv": safe(tp, tp + fp), "npv": safe(tn, tn + fn), "f1": safe(2 * tp, 2 * tp + fp + fn)}
 
 
-def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str, prior: float | None = None) -> dict:
+def choose_threshold(y: np.ndarray, scores: np.ndarray, rule: str, prior: float | None = None,
+                     shifted: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
     """An operating point on (validation) data from a rule such as 'balanced', 'youden' or 'sensitivity:0.95'."""
-    return choose(y, scores, rule, prior).to_dict()
+    return choose(y, scores, rule, prior, shifted).to_dict()
 
 
 def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: str,
-                      priors: list[float] | None = None) -> tuple[float | list, list]:
+                      priors: list[float] | None = None, shifted: list[tuple[np.ndarray, np.ndarray]] | None = None
+                      ) -> tuple[float | list, list]:
     """The model's threshold(s) by `rule` on validation: one for a binary model, one per finding for a multi-label
     one (a finding without both kinds of example keeps 0.5, and says so); returns (thresholds, points).
-    `priors`: the training prior of each output, for the `balanced` rule."""
+    `priors`: the training prior of each output, for the `balanced` rule; `shifted`: (truth, scores) of
+    validation's shifted copies, for the shift rules."""
     prior = (lambda k: priors[k] if priors else None)  # noqa: E731
+    column = (lambda k: [(t[:, k], s[:, k]) for t, s in shifted] if shifted else None)  # noqa: E731
     if spec.task == "binary":
-        point = choose_threshold(y, scores, rule, prior(0))
+        point = choose_threshold(y, scores, rule, prior(0), shifted)
         return point["threshold"], [point]
     points = []
     for k, name in enumerate(spec.classes):
@@ -210,5 +259,5 @@ def choose_thresholds(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, rule: 
             points.append({"class": name, "threshold": 0.5, "rule": "default 0.5: validation lacks positives or "
                                                                      "negatives of this finding"})
         else:
-            points.append({"class": name, **choose_threshold(y[:, k], scores[:, k], rule, prior(k))})
+            points.append({"class": name, **choose_threshold(y[:, k], scores[:, k], rule, prior(k), column(k))})
     return [p["threshold"] for p in points], points
