@@ -30,8 +30,21 @@ def training_callbacks(config, run_dir, stage, state, metadata, train_ds, pretra
     if train.reduce_lr_patience:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(train.monitor, patience=train.reduce_lr_patience,
                                                            mode="max" if "auc" in train.monitor else "auto"))
+    if train.consistency:
+        callbacks.append(ConsistencyOff())
     callbacks.append(RunCheckpoints(run_dir, train.monitor, state, metadata))
     return callbacks
+
+
+class ConsistencyOff(keras.callbacks.Callback):
+    """Weighs the consistency term (models/losses.PairConsistency) in training steps only: validation's
+    neighbouring rows are not a film and its copy, so `val_loss` stays the plain loss."""
+
+    def on_test_begin(self, logs=None):
+        self.model.loss.active.assign(0.0)
+
+    def on_test_end(self, logs=None):
+        self.model.loss.active.assign(1.0)
 
 
 def _recalibrate(setting: str | bool, pretrained: bool) -> bool:

@@ -97,6 +97,7 @@ class TrainConfig:
     max_pos_weight: float | None = 10.0
     label_smoothing: float = 0.0
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha); 0: off
+    consistency: float = 0.0  # weight of the film / shifted-copy Jensen-Shannon term (data/consistency.py); 0: off
     ema_momentum: float | None = None  # weight averaging: validation, checkpoints and the final model use the EMA
     monitor: str = "val_auc"
     early_stopping_patience: int = 0
@@ -203,6 +204,7 @@ def _check_ranges(config: ExperimentConfig) -> None:
         ("--clahe", config.model.clahe, 0 <= config.model.clahe <= 1000, "a clip limit in [0, 1000] (e.g. 2; 0: off)"),
         ("--mixup", train.mixup, train.mixup == 0 or MIXUP_ALPHAS[0] <= train.mixup <= MIXUP_ALPHAS[1],
          f"0 (off) or an alpha in [{MIXUP_ALPHAS[0]:g}, {MIXUP_ALPHAS[1]:g}] (e.g. 0.2)"),
+        ("--consistency", train.consistency, 0 <= train.consistency <= 100, "a weight in [0, 100] (e.g. 1; 0: off)"),
         ("--max-pixels", data.max_pixels, data.max_pixels >= 1, "at least 1"),
         ("--time-budget", train.time_budget_s, train.time_budget_s is None or train.time_budget_s > 0,
          "above 0 seconds"),
@@ -214,6 +216,9 @@ def _check_ranges(config: ExperimentConfig) -> None:
     for option, value, ok, wanted in checks:
         if not ok:
             raise ConfigError(f"{option} must be {wanted}, got {value}")
+    if train.mixup and train.consistency:
+        raise ConfigError("--mixup and --consistency both remake the training batches (blends, or films beside "
+                          "shifted copies); choose one")
 
 
 def _check_trainable(spec: str) -> None:

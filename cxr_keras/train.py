@@ -30,6 +30,7 @@ from cxr_keras.config import ExperimentConfig
 from cxr_keras.data import disk_cache
 from cxr_keras.data.balance import initial_bias, loss_weighting, positive_weight, training_prior
 from cxr_keras.data.cohorts import held_out_mask
+from cxr_keras.data.consistency import paired_batches
 from cxr_keras.data.mixup import mix_batches
 from cxr_keras.data.pipeline import datasets_for_run, pixel_statistics
 from cxr_keras.data.report import data_summary
@@ -249,15 +250,26 @@ def _compile_stage(model: keras.Model, stage, config: ExperimentConfig, table: I
     train = config.train
     unfrozen = set_trainable(model, stage.trainable, freeze_batchnorm=pretrained)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate(stage, feeds.steps), **_ema(train)),
-                  loss=loss_for(table.task, feeds.weighting.get("pos_weight"), train.label_smoothing),
+                  loss=_loss(table.task, feeds.weighting.get("pos_weight"), train),
                   metrics=metrics_for(table.task, model.output_shape[-1]), jit_compile=train.jit)
     return unfrozen
 
 
+def _loss(task: str, pos_weight, train) -> keras.losses.Loss:
+    """The task's loss; with `train.consistency`, inside the film / shifted-copy consistency term."""
+    from cxr_keras.models.losses import PairConsistency
+
+    loss = loss_for(task, pos_weight, train.label_smoothing)
+    return PairConsistency(loss, train.consistency, categorical=task == "multiclass") if train.consistency else loss
+
+
 def _mixed(train_ds: tf.data.Dataset, train, class_weight: dict | None) -> tuple[tf.data.Dataset, dict | None]:
     """The batches `fit` trains on and the class_weight it is given: with `train.mixup`, mixed batches that
-    carry their class weights as sample weights (data/mixup.py). BatchNorm recalibration and the pixel
-    statistics keep the unmixed batches: inference sees unmixed images."""
+    carry their class weights as sample weights (data/mixup.py); with `train.consistency`, films beside their
+    shifted copies (data/consistency.py). BatchNorm recalibration and the pixel statistics keep the plain
+    batches: inference sees plain images."""
+    if train.consistency:
+        return paired_batches(train_ds, train.seed), class_weight
     if not train.mixup:
         return train_ds, class_weight
     return mix_batches(train_ds, train.mixup, train.seed, class_weight), None

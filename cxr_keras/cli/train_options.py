@@ -59,6 +59,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--mixup", type=float, metavar="ALPHA",
                        help="blend pairs of training images and their targets, weight ~ Beta(ALPHA, ALPHA) (ALPHA "
                             "0.05-10, e.g. 0.2; 0: off); class weights follow the mix")
+    train.add_argument("--consistency", type=float, metavar="WEIGHT",
+                       help="train each film beside a copy under a random held-in acquisition shift and add WEIGHT "
+                            "times the Jensen-Shannon divergence of their scores (e.g. 1; 0: off): scores that move "
+                            "less with the scanner. Half the distinct films per step")
     train.add_argument("--ema", dest="ema_momentum", type=float, metavar="MOMENTUM",
                        help="average the weights (Adam's EMA, e.g. 0.99): validation, checkpoints and the final "
                        "model use the average")
