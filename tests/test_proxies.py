@@ -40,9 +40,9 @@ def test_proxies_of_a_tiny_run_on_stand_in_datasets(tmp_path, capsys):
     shutil.copytree(os.path.join(blobs, "PNEUMONIA"), other / "darkcovidnet" / "Pneumonia")
     covid = write_blob_dataset(str(tmp_path / "covid"), n_per_class=10, size=40, seed=3)  # other films: copies
     shutil.copytree(os.path.join(covid, "PNEUMONIA"), other / "darkcovidnet" / "Covid-19")  # under 2 labels: refused
-    result = proxies.main(["--run", run, "--datasets", str(other), "--rules", "youden", "plateau",
-                           "--strengths", "1", "--stress-count", "10"])
-    assert set(result["rules"]) == {"youden", "plateau"}
+    result = proxies.main(["--run", run, "--datasets", str(other), "--rules", "youden", "plateau", "shift-mean",
+                           "--strengths", "0.5", "1", "--stress-count", "10"])
+    assert set(result["rules"]) == {"youden", "plateau", "shift-mean"}
     assert result["sets"]["adult_normals"] == {"n_images": 10, "n_positive": 0}
     scores = np.load(os.path.join(run, "proxies", "scores.npz"))
     for row in result["rules"].values():
@@ -50,9 +50,35 @@ def test_proxies_of_a_tiny_run_on_stand_in_datasets(tmp_path, capsys):
         assert row["adult_normals"]["specificity"] == pytest.approx(1 - decided.mean())
         assert row["adult_normals"]["sensitivity"] is None
         assert set(row["val_cohorts"]) == {"IM", "NORMAL2", "person"}
+    from cxr_keras.data.shifts import GROUPS
+    from cxr_keras.evaluate.metrics import summary_at_threshold
+    from cxr_keras.evaluate.thresholds import choose
+
+    y_val = np.array([1.0 if "person" in os.path.basename(p) else 0.0 for p in scores_paths(run)])
+    keep = proxies.stress_rows(len(y_val), 10)
+    held_in = [(y_val[keep], scores[f"stress/{s}/{g}"]) for s in GROUPS["held-in"] for g in ("0.5", "1")]
+    shift_mean = result["rules"]["shift-mean"]
+    expected_threshold = choose(y_val, scores["val"], "shift-mean", shifted=held_in).threshold
+    assert shift_mean["threshold"] == pytest.approx(expected_threshold)
+    held_out = shift_mean["stress_held_out"]
+    assert set(held_out["shifts"]) == set(GROUPS["held-out"])
+    worst = min(GROUPS["held-out"], key=lambda s: summary_at_threshold(
+        "binary", y_val[keep], scores[f"stress/{s}/0.5"], shift_mean["threshold"])["specificity"])
+    assert held_out["min_specificity_at_0.5"]["value"] == pytest.approx(summary_at_threshold(
+        "binary", y_val[keep], scores[f"stress/{worst}/0.5"], shift_mean["threshold"])["specificity"])
+    # the ranking figure leaves out what the rule chose on: held-out stress and the adult normals only
+    expected = np.mean([held_out["balanced_accuracy"], (shift_mean["val"]["sensitivity"] +
+                                                         shift_mean["adult_normals"]["specificity"]) / 2])
+    assert shift_mean["proxy_balanced_accuracy"] == pytest.approx(expected)
     assert json.load(open(os.path.join(run, "proxies", "proxies.json")))["rules"]["youden"]["threshold"] == \
         result["rules"]["youden"]["threshold"]
     assert "| youden |" in capsys.readouterr().out
+
+
+def scores_paths(run):
+    from cxr_keras.run_folder import run_table
+
+    return run_table(run).split("val").paths
 
 
 def test_proxies_refuse_what_they_cannot_judge_in_one_line(tmp_path, capsys):
