@@ -125,3 +125,19 @@ def test_cxr_evaluate_stress_writes_the_table_and_figure(brightness_model, tmp_p
     assert main(["evaluate", "--model", path, "--data-dir", data, "--stress", "--stress-count", "1",
                  "--out", str(tmp_path / "one")]) == 2
     assert "--stress-count must be at least 2" in capsys.readouterr().err
+
+
+def test_lowest_at_finds_each_groups_lowest_figure_at_one_strength():
+    from cxr_keras.evaluate.stress import lowest_at, lowest_line
+
+    rows = [{"shift": "none", "group": "none", "strength": 0.0, "sensitivity": 1.0, "specificity": 1.0},
+            {"shift": "noise", "group": "held-in", "strength": 0.5, "sensitivity": 0.9, "specificity": 0.6},
+            {"shift": "blur", "group": "held-in", "strength": 0.5, "sensitivity": 0.8, "specificity": 0.7},
+            {"shift": "noise", "group": "held-in", "strength": 1.0, "sensitivity": 0.1, "specificity": 0.1},
+            {"shift": "grid", "group": "held-out", "strength": 0.5, "sensitivity": 0.95, "specificity": 0.85}]
+    lowest = lowest_at({"rows": rows}, 0.5)
+    assert lowest == {"held-in": {"sensitivity": {"value": 0.8, "shift": "blur"},
+                                  "specificity": {"value": 0.6, "shift": "noise"}},
+                      "held-out": {"sensitivity": {"value": 0.95, "shift": "grid"},
+                                   "specificity": {"value": 0.85, "shift": "grid"}}}
+    assert lowest_line({"rows": rows}, 1.0) == "held-in: sensitivity 0.100 (noise), specificity 0.100 (noise)"

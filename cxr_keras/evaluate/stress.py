@@ -89,6 +89,26 @@ def worst_cases(rows: list[dict]) -> dict:
     return out
 
 
+def lowest_at(result: dict, strength: float = 0.5) -> dict[str, dict[str, dict]]:
+    """Per group (held-in, held-out): the lowest sensitivity and specificity of any shift at one strength, and
+    which shift: {'held-out': {'specificity': {'value': 0.81, 'shift': 'grid'}, ...}, ...}."""
+    out: dict[str, dict[str, dict]] = {}
+    for row in result["rows"][1:]:
+        if abs(row["strength"] - strength) > 1e-9:
+            continue
+        group = out.setdefault(row.get("group", "all"), {})
+        for key in ("sensitivity", "specificity"):
+            if row.get(key) is not None and (key not in group or row[key] < group[key]["value"]):
+                group[key] = {"value": row[key], "shift": row["shift"]}
+    return out
+
+
+def lowest_line(result: dict, strength: float = 0.5) -> str:
+    """'held-in: specificity 0.912 (noise), sensitivity 0.950 (blur); held-out: ...' at one strength."""
+    return "; ".join(f"{group}: " + ", ".join(f"{key} {w['value']:.3f} ({w['shift']})" for key, w in worst.items())
+                     for group, worst in lowest_at(result, strength).items())
+
+
 def write_stress(out: str, result: dict) -> dict:
     """OUT/stress.json, OUT/stress.png (metrics against strength, one panel per shift) and OUT/stress.md."""
     from cxr_keras.evaluate.plots import plot_stress
