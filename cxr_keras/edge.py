@@ -8,20 +8,13 @@ import os
 
 import numpy as np
 
-from cxr_keras.config import DEFAULT_MAX_PIXELS
-from cxr_keras.data.image_io import read_bytes, read_gray, resize_gray
+from cxr_keras.data.image_io import resize_gray
 
 CARD = "model_card.json"
 
 
 class ArtifactError(ValueError):
     """A model artifact does not match its model card; the message names the file and what to do."""
-
-
-def open_gray(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A file (PNG 8/16-bit, JPEG, BMP, TIFF, WebP, GIF, DICOM) as a (H, W) uint8 image, as training reads it
-    (data/image_io.py); an image of more than `max_pixels` pixels is refused from its header."""
-    return read_gray(read_bytes(path), max_pixels)
 
 
 def to_pixels(image: np.ndarray, size: tuple[int, int], mode: str = "stretch") -> np.ndarray:
@@ -62,8 +55,9 @@ def verify_artifact(card_dir: str, card: dict, artifact: str) -> dict:
 
 
 class TFLiteModel:
-    """A .tflite classifier: raw (N, H, W, 1) pixels in, probabilities out, int8/uint8 inputs and outputs
-    quantized and dequantized with the model's own scale and zero point."""
+    """A .tflite classifier: raw (N, H, W, 1) pixels in, probabilities (and, when the model computes it, the
+    out-of-distribution score) out, int8/uint8 inputs and outputs quantized and dequantized with the model's own
+    scale and zero point. Outputs are told apart by their signature names ("probabilities", "ood_score")."""
 
     def __init__(self, path: str, threads: int = 2):
         from ai_edge_litert.interpreter import Interpreter
@@ -71,11 +65,25 @@ class TFLiteModel:
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.output, self.ood_output = self.interpreter.get_output_details()[0], None
+        named = self._named_outputs()
+        if "probabilities" in named:
+            self.output, self.ood_output = named["probabilities"], named.get("ood_score")
         self.image_size = tuple(int(v) for v in self.input["shape"][1:3])
 
-    def predict_one(self, image: np.ndarray) -> np.ndarray:
-        """One (H, W, 1) image -> the output vector, dequantized."""
+    def _named_outputs(self) -> dict:
+        signatures = self.interpreter.get_signature_list()
+        if "serving_default" not in signatures:
+            return {}
+        return self.interpreter.get_signature_runner("serving_default").get_output_details()
+
+    def _read(self, details: dict) -> np.ndarray:
+        y = self.interpreter.get_tensor(details["index"])[0].astype(np.float32)
+        scale, zero = details["quantization"]
+        return (y - zero) * scale if details["dtype"] in (np.int8, np.uint8) else y
+
+    def score_one(self, image: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """One (H, W, 1) image -> (the output vector, the out-of-distribution score or None), dequantized."""
         x = image[None].astype(np.float32)
         scale, zero = self.input["quantization"]
         if self.input["dtype"] in (np.int8, np.uint8):
@@ -83,9 +91,18 @@ class TFLiteModel:
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
         self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
         self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])[0].astype(np.float32)
-        scale, zero = self.output["quantization"]
-        return (y - zero) * scale if self.output["dtype"] in (np.int8, np.uint8) else y
+        ood = None if self.ood_output is None else float(self._read(self.ood_output).ravel()[0])
+        return self._read(self.output), ood
+
+    def predict_one(self, image: np.ndarray) -> np.ndarray:
+        """One (H, W, 1) image -> the output vector, dequantized."""
+        return self.score_one(image)[0]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return np.stack([self.predict_one(image) for image in images])
+
+    def predict_scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, outputs), out-of-distribution scores (N,) or None for a model without them)."""
+        scored = [self.score_one(image) for image in images]
+        ood = None if self.ood_output is None else np.array([s for _, s in scored])
+        return np.stack([p for p, _ in scored]), ood

@@ -23,6 +23,7 @@ from cxr_keras.display import threshold_text
 from cxr_keras.edge import ArtifactError, TFLiteModel, sha256, verify_artifact
 from cxr_keras.io_utils import atomic_writer, publish_mode
 from cxr_keras.models.foreign import ForeignOptions
+from cxr_keras.models.ood import classifier_only, has_ood, split_outputs
 
 FORMATS = EXPORT_FORMATS
 # Ops tflite-int8-mixed keeps in float: the sigmoid and product of swish (EfficientNet) and of squeeze-and-excite
@@ -85,6 +86,14 @@ def _selectively_quantized(converter, calibration: np.ndarray, nodes: list[str])
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
     return debugger.get_nondebug_quantized_model()
+
+
+def with_strange_copies(calibration: np.ndarray) -> np.ndarray:
+    """int8 calibration images plus inverted and upside-down copies of a quarter of them each. Calibration sets
+    each tensor's int8 range from what it sees; from in-distribution films alone, the out-of-distribution score's
+    range ends below its own threshold and no film could ever be flagged on the device. The copies carry the
+    range past it (what they cost the classifier's ranges shows in the parity report)."""
+    return np.concatenate([calibration, 255 - calibration[::4], calibration[1::4, ::-1]]).astype(np.float32)
 
 
 def clahe_layers(model) -> list:
@@ -156,11 +165,12 @@ def export_model(model_path: str, out: str, formats: list[str], calibration_path
 
 
 def load_for_export(model_path: str, foreign: ForeignOptions | None = None) -> tuple:
-    """The model as it is exported (raw pixels in, probabilities out) and its metadata."""
+    """The model as it is exported (raw pixels in; probabilities, and the out-of-distribution score when it has
+    one, out) and its metadata."""
     from cxr_keras.models.foreign import prepare
     from cxr_keras.models.saving import load_model
 
-    return prepare(*load_model(model_path, compile=False), foreign)
+    return prepare(*load_model(model_path, compile=False, ood=True), foreign)
 
 
 def _check_replaceable(out: str) -> None:
@@ -188,6 +198,8 @@ def _write_artifacts(model, metadata, out: str, formats: list[str], calibration,
     export_savedmodel(model, savedmodel)
     artifacts = {}
     has_clahe = bool(clahe_layers(model))
+    if calibration is not None and has_ood(model):
+        calibration = with_strange_copies(calibration)
     if "savedmodel" in formats:
         artifacts["savedmodel"] = "savedmodel"
     for fmt in formats:
@@ -227,6 +239,9 @@ def model_card(model, metadata: dict | None, artifacts: dict[str, str], out: str
         "threshold": meta.get("threshold", 0.5), "threshold_rule": meta.get("threshold_rule", "default 0.5"),
         "validation_operating_point": meta.get("validation_operating_point"),
         "calibration": meta.get("calibration"),
+        "ood": ({**meta["ood"], "output": "ood_score", "meaning": "Mahalanobis distance of the film's pooled "
+                 "features to the nearest training class mean; above `threshold`: not the model's kind of film"}
+                if meta.get("ood") and has_ood(model) else None),
         "backbone": meta.get("backbone"), "weights": meta.get("weights"), "foreign": meta.get("foreign"),
         "int8": {"calibration_images": calibration, "io": int8_io} if calibration else None,
         "artifacts": {fmt: {"file": name, "sha256": sha256(os.path.join(out, name)),
@@ -292,19 +307,26 @@ def parity_report(model_path: str, out: str, images: np.ndarray, y_true: np.ndar
     card = verify_card(out)
     if model is None:  # the model as exported (`load_for_export`), unless the caller has it loaded
         model, _ = load_for_export(model_path, foreign)
-    reference = np.asarray(model.predict(images, batch_size=32, verbose=0), dtype=np.float64)
+    reference, reference_ood = split_outputs(model.predict(images, batch_size=32, verbose=0))
+    reference = reference.astype(np.float64)
     rows = {"keras": _row(card, reference, reference, y_true, _size(model_path),
                           latency(lambda x: model(x[None], training=False), images), evaluate_scores)}
+    ood_threshold = (card.get("ood") or {}).get("threshold")
     for fmt, entry in card["artifacts"].items():
         path = os.path.join(out, entry["file"])
         if fmt == "savedmodel":
             serving = tf.saved_model.load(path).signatures["serving_default"]
-            run_one = lambda x, s=serving: next(iter(s(image=tf.constant(x[None])).values())).numpy()[0]  # noqa: E731
+            score_one = lambda x, s=serving: tuple(  # noqa: E731
+                None if v is None else v[0] for v in split_outputs(s(image=tf.constant(x[None]))))
         else:
-            run_one = TFLiteModel(path, threads).predict_one
-        probabilities = np.stack([run_one(x) for x in images]).astype(np.float64)
-        rows[fmt] = _row(card, probabilities, reference, y_true, entry["bytes"], latency(run_one, images),
+            score_one = TFLiteModel(path, threads).score_one
+        scored = [score_one(x) for x in images]
+        probabilities = np.stack([p for p, _ in scored]).astype(np.float64)
+        rows[fmt] = _row(card, probabilities, reference, y_true, entry["bytes"], latency(score_one, images),
                          evaluate_scores)
+        if ood_threshold is not None and reference_ood is not None and scored[0][1] is not None:
+            rows[fmt]["ood_flag_agreement"] = float(np.mean(
+                (np.array([o for _, o in scored], dtype=float) > ood_threshold) == (reference_ood > ood_threshold)))
         if card["task"] == "binary":
             rows[fmt]["recalibrated"] = recalibrated_point(y_true, probabilities[:, 0], rows["keras"]["sensitivity"])
             if recalibrate and fmt.startswith("tflite-"):
@@ -342,7 +364,7 @@ def parity_for_table(model_path: str, out: str, table, threads: int = 2, recalib
     from cxr_keras.models.contract import describe_model
 
     model, metadata = loaded or load_for_export(model_path, foreign)
-    spec = describe_model(model, metadata)
+    spec = describe_model(classifier_only(model), metadata)
     images = decode_all(table.paths, spec.image_size).astype(np.float32)
     return parity_report(model_path, out, images, truth(table, spec), threads, recalibrate, foreign, model)
 
@@ -376,6 +398,10 @@ def format_parity(report: dict, card: dict) -> str:
                      f"{r.get('specificity', float('nan')):.4f} | {r['accuracy']:.4f} | {r['max_abs_dp']:.2e} | "
                      f"{r['bytes'] / 1e6:.2f} | {r['mean_ms']:.2f} | {r['p95_ms']:.2f} | "
                      + (f"{threshold_text(own['threshold'])} | {own['specificity']:.4f} |" if own else "| |"))
+    agreement = {name: r["ood_flag_agreement"] for name, r in report["artifacts"].items() if "ood_flag_agreement" in r}
+    if agreement:
+        lines += ["", f"Out-of-distribution flag (score > {card['ood']['threshold']:.4g}): agreement with the Keras "
+                  "model's flag on the same images: " + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,7 @@ from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.relpath(os.path.join(HERE, "..", "cxr_keras"), HERE)
-MODULES = ["config", "io_utils", "edge", "predict", "data.dicom", "data.image_io", "data.walk"]
+MODULES = ["config", "io_utils", "edge", "predict", "data.dicom", "data.image_io", "data.input_checks", "data.walk"]
 
 with open(os.path.join(HERE, "..", "cxr_keras", "__init__.py")) as f:
     VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)

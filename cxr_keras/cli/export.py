@@ -59,9 +59,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.eval_data:
         from cxr_keras.evaluate.inference import truth
         from cxr_keras.models.contract import describe_model
+        from cxr_keras.models.ood import classifier_only
 
         eval_table = _eval_table(args)
-        truth(eval_table, describe_model(*loaded))  # labels the model does not know: refused now, not after
+        # labels the model does not know: refused now, not after the export
+        truth(eval_table, describe_model(classifier_only(loaded[0]), loaded[1]))
     calibration = image_paths([args.calibration_data]) if args.calibration_data else None
     card = export_model(args.model, args.out, args.formats, calibration, args.calibration_count, args.int8_io,
                         _foreign(args), loaded)

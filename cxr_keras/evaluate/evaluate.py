@@ -27,10 +27,12 @@ from cxr_keras.run_folder import BEST, CONFIG, run_file, run_table
 def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray, scores: np.ndarray,
                      threshold: float, threshold_rule: str, resamples: int = 1000, seed: int = 0,
                      cohorts: list[str] | None = None, model: keras.Model | None = None, caveat: str = "",
-                     stress: dict | None = None, class_map: dict | None = None) -> dict:
+                     stress: dict | None = None, class_map: dict | None = None,
+                     ood: tuple[np.ndarray, float] | None = None) -> dict:
     """metrics.json, figures and report.md for one set of predictions (with `cohorts`, one name per image, also
-    the metrics of each cohort at the same threshold; with `model`, Grad-CAM on the mistakes); returns the
-    metrics."""
+    the metrics of each cohort at the same threshold; with `model`, Grad-CAM on the mistakes; with `ood`, the
+    out-of-distribution scores and their threshold: metrics of accepted and flagged films apart and the
+    risk-coverage curve); returns the metrics."""
     os.makedirs(out, exist_ok=True)
     metrics = evaluate_scores(spec.task, spec.classes, y, scores, threshold, resamples, seed,
                               positive_index=spec.positive_index)
@@ -51,6 +53,10 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
         metrics["cohorts"] = {name: summary_at_threshold(spec.task, y[names == name], scores[names == name],
                                                          threshold) for name in sorted(set(cohorts))}
     paths = _draw_figures(out, spec, metrics, y, scores, threshold)
+    if ood is not None and spec.task != "multilabel":
+        metrics["ood"], paths["risk_coverage"] = _ood_metrics(spec, y, scores, threshold, *ood), \
+            os.path.join(out, "risk_coverage.png")
+        plots.plot_risk_coverage(metrics["ood"]["risk_coverage"], paths["risk_coverage"])
     metrics["failures"] = failure_grid(table, spec, y, scores, threshold, paths["failures"], model=model)
     metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
     write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
@@ -63,6 +69,23 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
 
     write_report(metrics, os.path.join(out, "report.md"))
     return metrics
+
+
+def _ood_metrics(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold, ood: np.ndarray,
+                 ood_threshold: float) -> dict:
+    """Films flagged by the out-of-distribution score, the metrics of accepted and flagged films at the same
+    threshold, and the risk-coverage curves abstaining by confidence and by the score."""
+    from cxr_keras.evaluate.selective import doubt_by_confidence, risk_coverage
+
+    flagged = np.asarray(ood) > ood_threshold
+    return {"threshold": ood_threshold, "flagged": int(flagged.sum()), "flagged_rate": float(flagged.mean()),
+            "accepted_metrics": summary_at_threshold(spec.task, y[~flagged], scores[~flagged], threshold),
+            "flagged_metrics": (summary_at_threshold(spec.task, y[flagged], scores[flagged], threshold)
+                                if flagged.any() else None),
+            "risk_coverage": {
+                "confidence": risk_coverage(y, scores, threshold, spec.task,
+                                            doubt_by_confidence(scores, threshold, spec.task)),
+                "ood score": risk_coverage(y, scores, threshold, spec.task, ood)}}
 
 
 def evaluate_model(model: keras.Model, spec: ModelSpec, table: ImageTable, out: str, threshold: float | list[float],
@@ -211,6 +234,7 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
             shifted = shifted_copies(model, spec, val.paths, y_val, batch_size=d.batch_size)
         threshold, how = _save_run_threshold(model_path, metadata, spec, y_val, s_val, rule, calibrate, run_dir,
                                              shifted)
+    scored = _save_ood(model_path, model, metadata, spec, table.split("train"), val.paths, d.batch_size)
     def cohorts(part: ImageTable) -> list[str] | None:
         if cohort_pattern or cohort_column:
             return cohort_names(part, cohort_pattern, cohort_column)
@@ -226,15 +250,42 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
                                batch_size=d.batch_size, **{**QUICK_STRESS, **stress})
         shifted["split"] = "test" if len(test) else "val"
     results = {"val": write_evaluation(os.path.join(out, "val"), spec, val, y_val, s_val, threshold, how,
-                                       resamples, seed, cohorts(val), model, caveat=VAL_CAVEAT, stress=shifted)}
+                                       resamples, seed, cohorts(val), model, caveat=VAL_CAVEAT, stress=shifted,
+                                       ood=scored and (scored[1], scored[2]))}
     if len(test):
         caveat = LOCO_CAVEAT.format(cohorts=", ".join(d.hold_out_cohorts)) if d.hold_out_cohorts else TEST_CAVEAT
-        results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec),
-                                           predict_scores(model, test.paths, spec, d.batch_size), threshold, how,
-                                           resamples, seed, cohorts(test), model, caveat=caveat, stress=shifted)
+        if scored:
+            from cxr_keras.evaluate.ood import scores_and_ood
+
+            s_test, ood_test = scores_and_ood(scored[0], test.paths, spec, d.batch_size)
+        else:
+            s_test, ood_test = predict_scores(model, test.paths, spec, d.batch_size), None
+        results["test"] = write_evaluation(os.path.join(out, "test"), spec, test, truth(test, spec), s_test,
+                                           threshold, how, resamples, seed, cohorts(test), model, caveat=caveat,
+                                           stress=shifted, ood=scored and (ood_test, scored[2]))
     if shifted:
         results["stress"] = shifted
     return results
+
+
+def _save_ood(model_path: str, model, metadata: dict, spec: ModelSpec, train: ImageTable, val_paths: list[str],
+              batch_size: int) -> tuple[keras.Model, np.ndarray, float] | None:
+    """Fit the out-of-distribution score on training films (evaluate/ood.py) and save it inside best.keras, its
+    threshold in best.json; returns the model with the score, the validation films' scores and the threshold. A
+    model whose pooled features cannot be found keeps none, said once."""
+    from cxr_keras.evaluate.ood import fit_ood
+    from cxr_keras.models.saving import save_model
+
+    labels = truth(train, spec)
+    groups = None if spec.task == "multilabel" else labels.astype(int) if spec.task == "binary" else labels.argmax(1)
+    fitted = fit_ood(model, spec, train.paths, groups, val_paths, batch_size) if len(train) else None
+    if fitted is None:
+        print(f"note: {model_path} gets no out-of-distribution score (no training films, or no `head_pool` "
+              "features layer: a model not made by this toolkit)")
+        return None
+    scored, metadata["ood"], val_ood = fitted
+    save_model(scored, model_path, metadata)
+    return scored, val_ood, metadata["ood"]["threshold"]
 
 
 def _priors(metadata: dict, run_dir: str) -> list[float] | None:

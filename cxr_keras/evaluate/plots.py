@@ -94,6 +94,21 @@ def plot_threshold_sweep(table: dict, path: str, threshold: float | None = None)
     return save(fig, path)
 
 
+def plot_risk_coverage(curves: dict[str, dict], path: str) -> str:
+    """Accuracy (and sensitivity, binary) of the kept films against coverage, one line per way of abstaining."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, curve), colour in zip(curves.items(), ("tab:blue", "tab:orange")):
+        ax.plot(curve["coverage"], curve["accuracy"], "o-", color=colour, label=f"accuracy, abstaining by {name}")
+        if "sensitivity" in curve:
+            ax.plot(curve["coverage"], curve["sensitivity"], "s--", color=colour,
+                    label=f"sensitivity, abstaining by {name}")
+    ax.set(xlabel="coverage (fraction of films answered)", ylabel="on the films answered", xlim=(1.02, 0.48),
+           title="Risk-coverage: abstaining on the least trusted films")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
 def plot_reliability(curve: dict, ece: float, path: str) -> str:
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect calibration")

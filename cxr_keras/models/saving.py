@@ -68,8 +68,10 @@ def load_metadata(model_path: str) -> dict | None:
     return ModelMetadata.check(values, path)
 
 
-def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | None]:
-    """A model saved by `save_model` (or any .keras file) and its metadata (None when there is none)."""
+def load_model(path: str, compile: bool = True, ood: bool = False) -> tuple[keras.Model, dict | None]:
+    """A model saved by `save_model` (or any .keras file) and its metadata (None when there is none). A model
+    with the out-of-distribution score (models/ood.py) comes without it unless `ood`: the probabilities alone,
+    as every command that only classifies expects."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist")
     if path.endswith(".keras"):
@@ -82,4 +84,6 @@ def load_model(path: str, compile: bool = True) -> tuple[keras.Model, dict | Non
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path} is not a readable Keras model ({first}); give a .keras file saved by Keras 3"
                          ) from None
-    return model, load_metadata(path)
+    from cxr_keras.models.ood import classifier_only
+
+    return (model if ood else classifier_only(model)), load_metadata(path)
