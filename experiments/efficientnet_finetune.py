@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> str | None:
         stress = results.pop("stress", None)
         for split, metrics in results.items():
             print(f"  {split}: {summary_line(metrics)}")
+            if metrics.get("ood"):
+                print(f"    {flagged_line(metrics['ood'])}")
         if stress:
             from cxr_keras.evaluate.stress import lowest_line
 
@@ -67,12 +69,20 @@ def main(argv: list[str] | None = None) -> str | None:
         print(f"\nEverything of this run is in {os.path.abspath(run_dir)}:\n"
               "  best.keras (+ best.json with the threshold), history.csv, curves.png, splits.csv, config.json,\n"
               "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, ROC, PR, confusion, threshold sweep,\n"
-              "  reliability, failure examples with Grad-CAM), evaluation/stress/ (the shift stress test),\n"
+              "  reliability, risk-coverage, failure examples with Grad-CAM), evaluation/stress/ (the shift\n"
+              "  stress test),\n"
               "  gradcam/ (heat maps of test images)")
         print(f"\nNext: score your own films with the int8 export (the edge install runs it too):\n"
               f"  cxr predict --model {os.path.join(out, 'model_int8.tflite')} --images YOUR_FOLDER "
               "--out predictions.csv")
     return run_dir
+
+
+def flagged_line(ood: dict) -> str:
+    """How many films the out-of-distribution score flagged, and accuracy on the accepted ones."""
+    accepted = ood["accepted_metrics"]
+    return (f"out-of-distribution flag: {ood['flagged']} of {accepted['n_images'] + ood['flagged']} films "
+            f"({ood['flagged_rate']:.1%}); accuracy on the accepted ones {accepted['accuracy']:.3f}")
 
 
 def choose_imagenet_backbone(args) -> None:

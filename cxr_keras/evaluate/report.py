@@ -53,6 +53,8 @@ def format_report(metrics: dict) -> str:
                      f"{row['f1']:.3f} |")
     if metrics.get("stress"):
         lines += _stress_lines(metrics["stress"])
+    if metrics.get("ood"):
+        lines += _ood_lines(metrics["ood"])
     if metrics.get("cohorts"):
         lines += _cohort_lines(metrics["cohorts"])
     if metrics.get("failures"):
@@ -78,6 +80,26 @@ def _stress_lines(stress: dict) -> list[str]:
     if len(groups) > 1:
         lines += ["", "Held-out shifts are kinds no training option applies: their rows are the fair test of a "
                       "model trained with augmentation or consistency, and of a shift-aware threshold."]
+    return lines
+
+
+def _ood_lines(ood: dict) -> list[str]:
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["", "## Films not of the model's kind", "",
+             f"{ood['flagged']} films ({ood['flagged_rate']:.1%}) have an out-of-distribution score above "
+             f"{ood['threshold']:.4g}, the cut that flags at most 5% of validation films. At the same threshold:", "",
+             "| films | images | ROC-AUC | sensitivity | specificity | accuracy |", "|---|---|---|---|---|---|"]
+    for name, row in (("accepted", ood["accepted_metrics"]), ("flagged", ood["flagged_metrics"])):
+        if row:
+            lines.append(f"| {name} | {row['n_images']} | {fmt(row['roc_auc'])} | {fmt(row.get('sensitivity'))} | "
+                         f"{fmt(row.get('specificity'))} | {fmt(row['accuracy'])} |")
+    lines += ["", "Abstaining on the least trusted films (accuracy of the films answered):", "",
+              "| coverage | " + " | ".join(f"by {name}" for name in ood["risk_coverage"]) + " |",
+              "|---|" + "---|" * len(ood["risk_coverage"])]
+    curves = list(ood["risk_coverage"].values())
+    for k, coverage in enumerate(curves[0]["coverage"]):
+        if k % 2 == 0:  # every 10%
+            lines.append(f"| {coverage:.0%} | " + " | ".join(fmt(c["accuracy"][k]) for c in curves) + " |")
     return lines
 
 
