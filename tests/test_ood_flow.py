@@ -94,3 +94,16 @@ def test_the_model_card_carries_the_score_and_its_threshold(flow):
     *_, out, _ = flow
     card = json.load(open(os.path.join(out, "model_card.json")))
     assert card["ood"]["output"] == "ood_score" and card["ood"]["threshold"] > 0
+
+
+def test_evaluating_the_model_on_other_data_reports_accepted_and_flagged_films(flow, tmp_path):
+    data, run_dir, _, _, _ = flow
+    out = str(tmp_path / "eval")
+    assert main(["evaluate", "--model", os.path.join(run_dir, "best.keras"), "--data-dir", data, "--out", out,
+                 "--resamples", "20"]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    ood = metrics["ood"]
+    assert ood["flagged"] + ood["accepted_metrics"]["n_images"] == metrics["n_images"]
+    assert set(ood["risk_coverage"]) == {"confidence", "ood score"}
+    assert os.path.isfile(os.path.join(out, "risk_coverage.png"))
+    assert "Films not of the model's kind" in open(os.path.join(out, "report.md")).read()

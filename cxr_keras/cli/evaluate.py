@@ -137,7 +137,19 @@ def _evaluate_model(args: argparse.Namespace) -> dict:
     cohorts = cohort_names(table, args.cohort_pattern, args.cohort_column, require_match=True)
     return evaluate_model(model, spec, table, args.out, threshold, how, resamples=args.resamples, seed=args.seed,
                           cohorts=cohorts, class_map=mapped, stress=args.stress_options, batch_size=args.batch_size,
-                          caveat=_training_overlap(args.model, table.paths))
+                          caveat=_training_overlap(args.model, table.paths),
+                          ood=None if args.tta else _scored_model(args.model, metadata))
+
+
+def _scored_model(model_path: str, metadata: dict | None) -> tuple | None:
+    """The model with its out-of-distribution score and the score's threshold, when it has one."""
+    if not (metadata or {}).get("ood"):
+        return None
+    from cxr_keras.models.ood import has_ood
+    from cxr_keras.models.saving import load_model
+
+    scored = load_model(model_path, compile=False, ood=True)[0]
+    return (scored, metadata["ood"]["threshold"]) if has_ood(scored) else None
 
 
 def _training_overlap(model_path: str, paths: list[str]) -> str:

@@ -91,14 +91,20 @@ def _ood_metrics(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold, 
 def evaluate_model(model: keras.Model, spec: ModelSpec, table: ImageTable, out: str, threshold: float | list[float],
                    how: str, *, resamples: int = 1000, seed: int = 0, cohorts: list[str] | None = None,
                    class_map: dict | None = None, stress: dict | None = None, batch_size: int = 32,
-                   caveat: str = "") -> dict:
+                   caveat: str = "", ood: tuple[keras.Model, float] | None = None) -> dict:
     """A model (ours or foreign, as `spec` describes it) on a labelled table at a given threshold: scores,
     metrics.json, figures and report.md in `out`, and with `stress` (keyword arguments of `stress_split`) the shift
-    stress test in OUT/stress; returns the metrics. What `cxr evaluate --model` runs."""
+    stress test in OUT/stress; returns the metrics. With `ood` (the model with its out-of-distribution score, and
+    the score's threshold), accepted and flagged films apart. What `cxr evaluate --model` runs."""
     y = truth(table, spec)
-    scores = predict_scores(model, table.paths, spec, batch_size)
+    if ood is not None:
+        from cxr_keras.evaluate.ood import scores_and_ood
+
+        scores, flags = scores_and_ood(ood[0], table.paths, spec, batch_size)
+    else:
+        scores = predict_scores(model, table.paths, spec, batch_size)
     metrics = write_evaluation(out, spec, table, y, scores, threshold, how, resamples, seed, cohorts, model,
-                               caveat=caveat, class_map=class_map)
+                               caveat=caveat, class_map=class_map, ood=None if ood is None else (flags, ood[1]))
     if stress is not None:
         from cxr_keras.evaluate.stress import stress_split
 
