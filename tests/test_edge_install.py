@@ -45,6 +45,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data = write_blob_dataset(str(root / "data"), n_per_class=20, size=32, seed=3)
     run_dir = train_baseline(data, str(root / "runs"), epochs=2)
+    assert main(["evaluate", "--run", run_dir, "--resamples", "20"]) == 0  # fits the out-of-distribution score
     out = str(root / "saved")
     assert main(["export", "--model", os.path.join(run_dir, "best.keras"), "--out", out, "--formats",
                  "tflite-int8", "--calibration-data", data, "--calibration-count", "20"]) == 0
@@ -94,6 +95,9 @@ def test_the_edge_environment_has_no_tensorflow_and_predicts_as_the_full_install
         assert float(edge_rows[name]["p_PNEUMONIA"]) == pytest.approx(float(full_rows[name]["p_PNEUMONIA"]),
                                                                       abs=1e-6)
         assert edge_rows[name]["decision"] == full_rows[name]["decision"]
+        assert edge_rows[name]["ood_score"] and float(edge_rows[name]["ood_score"]) == pytest.approx(
+            float(full_rows[name]["ood_score"]), rel=1e-6)
+        assert edge_rows[name]["flag"] == full_rows[name]["flag"]
     assert edge_rows["d.png"]["error"] and full_rows["d.png"]["error"]
     assert "above the limit of 1,100" in edge_rows["e.png"]["error"]
 

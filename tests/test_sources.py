@@ -238,3 +238,17 @@ def test_a_csv_path_with_a_folder_never_falls_back_to_another_file_of_that_name(
     table = load_dataset(str(tmp_path), csv_path=csv_path)
     assert [os.path.basename(p) for p in table.paths] == ["a.png", "b.png", "c.png"]
     assert [d.path for d in table.dropped] == ["other/x.png (CSV line 4)"]
+
+
+def test_a_folder_with_one_label_csv_beside_other_tables_reads_the_label_csv(tmp_path):
+    """The COVID-19 Radiography folder ships metadata.csv (file, label) and near_duplicates.csv (file_a, file_b)."""
+    for k, label in enumerate(["COVID", "Normal", "COVID", "Normal"]):
+        write_image(str(tmp_path / label / f"{label}-{k}.png"), np.full((8, 8), 40 * k, np.uint8))
+    (tmp_path / "metadata.csv").write_text("file,label\n" + "".join(
+        f"{label}/{label}-{k}.png,{label}\n" for k, label in enumerate(["COVID", "Normal", "COVID", "Normal"])))
+    (tmp_path / "near_duplicates.csv").write_text("file_a,file_b,corr32\nCOVID/COVID-0.png,COVID/COVID-2.png,0.99\n")
+    table = load_dataset(str(tmp_path))
+    assert table.layout == "csv" and table.classes == ["COVID", "Normal"] and len(table) == 4
+    (tmp_path / "second.csv").write_text("path,label\nCOVID/COVID-0.png,Normal\n")
+    with pytest.raises(DataError, match="2 label CSVs"):
+        load_dataset(str(tmp_path))

@@ -87,10 +87,21 @@ def csv_header(path: str) -> list[str]:
     return read_rows(path)[0]
 
 
+def label_csvs(root: str) -> list[str]:
+    """The CSV files in `root` (not below it) that can label images: those with a path column. A folder's other
+    tables (a list of near-duplicate pairs, a metadata export) are not label files."""
+    if not os.path.isdir(root):
+        return []
+    csvs = sorted(f for f in os.listdir(root) if f.lower().endswith((".csv", ".csv.gz")))
+    return [f for f in csvs if set(csv_header(os.path.join(root, f))) & set(PATH_COLUMNS)]
+
+
 def single_csv(root: str) -> str:
-    csvs = [f for f in os.listdir(root) if f.lower().endswith((".csv", ".csv.gz"))]
+    """The one label CSV in `root`; none, or several, is an error that says to pass --csv."""
+    csvs = label_csvs(root)
     if len(csvs) != 1:
-        raise DataError(f"expected one label CSV in {root}, found {len(csvs)}: pass --csv FILE")
+        raise DataError(f"expected one label CSV (a CSV with a path column: {', '.join(PATH_COLUMNS)}) in {root}, "
+                        f"found {len(csvs)}{': ' + ', '.join(csvs) if csvs else ''}: pass --csv FILE")
     return os.path.join(root, csvs[0])
 
 

@@ -18,9 +18,9 @@ from cxr_keras.data.copies import apply_copy_policy
 from cxr_keras.data.csv_source import (
     NIH_FINDINGS,
     NIH_NO_FINDING,
-    PATH_COLUMNS,
     SPLIT_NAMES,
     csv_header,
+    label_csvs,
     read_csv,
     single_csv,
 )
@@ -116,8 +116,7 @@ def detect_layout(root: str, csv_path: str | None = None) -> tuple[str, str]:
         if {"Image Index", "Finding Labels"} <= set(header):
             return "nih", f"{os.path.basename(csv_path)} has NIH 'Image Index' and 'Finding Labels' columns"
         return "csv", f"--csv {os.path.basename(csv_path)} given"
-    csvs = [f for f in os.listdir(root) if f.lower().endswith((".csv", ".csv.gz"))] if os.path.isdir(root) else []
-    labelled = [c for c in csvs if set(csv_header(os.path.join(root, c))) & set(PATH_COLUMNS)]
+    labelled = label_csvs(root)
     if len(labelled) > 1:
         raise DataError(f"{root} holds {len(labelled)} label CSVs ({', '.join(sorted(labelled))}): pass --csv FILE to "
                         "say which one labels the images")
