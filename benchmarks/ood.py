@@ -93,7 +93,7 @@ def file_sets(datasets: str, size: tuple[int, int], count: int) -> dict[str, np.
         else:
             print(f"note: no {name} ({pattern} under {datasets}): left out")
     phantoms = write_dataset(os.path.join(tempfile.mkdtemp(), "synth"), n_patients=60, size=max(size), seed=0)
-    sets["synthetic phantoms"] = decode_all(sorted(glob.glob(os.path.join(phantoms, "*", "*.png"))), size
+    sets["synthetic phantoms"] = decode_all(sorted(glob.glob(os.path.join(phantoms, "*", "images", "*.png"))), size
                                             ).astype(np.float32)
     return sets
 
