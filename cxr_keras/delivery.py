@@ -14,6 +14,7 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     int8) with a parity report on test (validation when the run has no test split); returns the export folder."""
     from cxr_keras.evaluate.explain import explain
     from cxr_keras.export import export_model, load_for_export, parity_for_table
+    from cxr_keras.models.ood import classifier_only
     from cxr_keras.run_folder import run_table
 
     table = run_table(run_dir)
@@ -22,7 +23,8 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     best = run_file(run_dir, BEST)
     spread = sorted({round(i) for i in np.linspace(0, len(images) - 1, min(gradcam_images, len(images)))})
     loaded = load_for_export(best)  # one load for Grad-CAM, the export and its parity report
-    summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"), loaded=loaded)
+    classifier = (classifier_only(loaded[0]), loaded[1])  # Grad-CAM reads the probabilities alone
+    summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"), loaded=classifier)
     print(f"\nGrad-CAM ({summary['layer']}) of {summary['n_images']} {name} images -> {run_dir}/gradcam/")
 
     out = os.path.join("saved_models", os.path.basename(run_dir))

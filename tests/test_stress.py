@@ -118,7 +118,7 @@ def test_cxr_evaluate_stress_writes_the_table_and_figure(brightness_model, tmp_p
     stress = json.load(open(os.path.join(out, "stress", "stress.json")))
     assert stress["n_images"] == 10 and len(stress["rows"]) == 5
     assert os.path.getsize(os.path.join(out, "stress", "stress.png")) > 0
-    assert "| gamma | 1.00 |" in open(os.path.join(out, "stress", "stress.md")).read()
+    assert "| gamma | held-in | 1.00 |" in open(os.path.join(out, "stress", "stress.md")).read()
     with pytest.raises(SystemExit):
         main(["evaluate", "--model", path, "--data-dir", data, "--stress", "--stress-strengths", "2"])
     capsys.readouterr()
