@@ -81,6 +81,7 @@ def file_sets(datasets: str, size: tuple[int, int], count: int) -> dict[str, np.
     """Films of other populations and sources, `count` at most each, evenly spaced; sets absent here skipped."""
     from cxr_keras.data.decode import decode_all
     from cxr_keras.data.synthetic import write_dataset
+    from cxr_keras.evaluate.stress import evenly_spaced
 
     patterns = {"adult normals": "covid-radiography-2class/Normal/*",
                 "NIH films": "darkcovidnet/[NP]*/*.png", "COVID publication figures": "darkcovidnet/Covid-19/*"}
@@ -88,7 +89,7 @@ def file_sets(datasets: str, size: tuple[int, int], count: int) -> dict[str, np.
     for name, pattern in patterns.items():
         paths = sorted(glob.glob(os.path.join(datasets, pattern)))
         if paths:
-            chosen = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).astype(int))]
+            chosen = [paths[i] for i in evenly_spaced(len(paths), count)]
             sets[name] = decode_all(chosen, size).astype(np.float32)
         else:
             print(f"note: no {name} ({pattern} under {datasets}): left out")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cxr_keras.data.decode import decode_all
     from cxr_keras.edge import TFLiteModel
-    from cxr_keras.evaluate.ood import evenly_chosen
+    from cxr_keras.evaluate.stress import evenly_spaced
     from cxr_keras.export import latency
     from cxr_keras.models.ood import feature_model, has_ood
     from cxr_keras.models.saving import load_model
@@ -153,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(model.input_shape[1:3])
     table = run_table(args.run)
     train, val = table.split("train"), table.split("val")
-    val_paths = [val.paths[i] for i in evenly_chosen(args.count, len(val))]
+    val_paths = [val.paths[i] for i in evenly_spaced(len(val), args.count)]
     films = decode_all(val_paths, size).astype(np.float32)
     sets = {"natural photographs": photographs(size), **transformed(films), **file_sets(args.datasets, size,
                                                                                         args.count)}
     features = feature_model(model)
-    fit_paths = [train.paths[i] for i in evenly_chosen(args.fit_count, len(train))]
+    fit_paths = [train.paths[i] for i in evenly_spaced(len(train), args.fit_count)]
     train_features = np.asarray(features.predict(decode_all(fit_paths, size).astype(np.float32), verbose=0))
 
     def scores(images):

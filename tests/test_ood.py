@@ -6,7 +6,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from cxr_keras.evaluate.ood import evenly_chosen, fit_statistics, threshold_for  # noqa: E402
+from cxr_keras.evaluate.ood import fit_statistics, threshold_for  # noqa: E402
+from cxr_keras.evaluate.stress import evenly_spaced  # noqa: E402
 from cxr_keras.models.ood import MahalanobisDistance, classifier_only, has_ood, split_outputs, with_ood  # noqa: E402
 
 
@@ -53,8 +54,8 @@ def test_threshold_flags_at_most_the_rate():
     scores = np.arange(1, 101, dtype=float)
     cut = threshold_for(scores, 0.05)
     assert np.mean(scores > cut) <= 0.05 and np.mean(scores > cut - 1) > 0.05
-    assert list(evenly_chosen(3, 11)) == [0, 5, 10]
-    assert len(evenly_chosen(50, 10)) == 10
+    assert list(evenly_spaced(11, 3)) == [0, 5, 10]
+    assert len(evenly_spaced(10, 50)) == 10
 
 
 def _tiny_model():

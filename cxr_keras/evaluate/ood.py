@@ -55,23 +55,19 @@ def scores_and_ood(model: keras.Model, paths: list[str], spec: ModelSpec, batch_
             np.concatenate([o for _, o in both]).astype(np.float64))
 
 
-def evenly_chosen(count: int, total: int) -> np.ndarray:
-    """Indices of `count` of `total` items, evenly spaced (all of them when there are fewer)."""
-    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
-
-
 def fit_ood(model: keras.Model, spec: ModelSpec, train_paths: list[str], train_groups: np.ndarray | None,
             val_paths: list[str], batch_size: int = 32, count: int = FIT_COUNT
             ) -> tuple[keras.Model, dict, np.ndarray] | None:
     """`model` with the score as its second output, fitted on `count` training films and thresholded on
     validation, the `ood` record for its metadata and the validation films' scores; None for a model whose
     features cannot be found."""
+    from cxr_keras.evaluate.stress import evenly_spaced
     from cxr_keras.models.ood import feature_model, with_ood
 
     features = feature_model(model)
     if features is None:
         return None
-    chosen = evenly_chosen(count, len(train_paths))
+    chosen = evenly_spaced(len(train_paths), count)
     groups = None if train_groups is None else np.asarray(train_groups)[chosen]
     means, factor = fit_statistics(features_of(features, [train_paths[i] for i in chosen], spec, batch_size), groups)
     scored = with_ood(model, means, factor)
