@@ -35,4 +35,7 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     for artifact, row in report["artifacts"].items():
         print(f"  {artifact:<12} AUC {row['roc_auc']:.3f}  max|dp| {row['max_abs_dp']:.1e}  "
               f"{row['bytes'] / 1e6:6.2f} MB  {row['mean_ms']:6.2f} ms/image")
+    from cxr_keras.evaluate.run_page import write_run_page
+
+    write_run_page(run_dir, out)
     return out

@@ -54,6 +54,14 @@ def test_run_evaluation_chooses_the_threshold_on_val_and_applies_it_to_test(run_
     for name in ("metrics.json", "report.md", "roc.png", "pr.png", "confusion.png", "threshold_sweep.png",
                  "reliability.png", "per_class.png", "failures.png"):
         assert os.path.getsize(os.path.join(out, "test", name)) > 0, name
+    # the failure gallery's tiles carry the model's Grad-CAM; the run's page links both evaluations' pages
+    assert test["failures"] and all(f["cam"] and os.path.isfile(os.path.join(out, "test", f["tile"]))
+                                    for f in test["failures"])
+    run_page = open(os.path.join(run_dir, "report.html"), encoding="utf-8").read()
+    for split in ("val", "test"):
+        assert f'href="evaluation/{split}/report.html"' in run_page
+        assert os.path.isfile(os.path.join(out, split, "report.html"))
+    assert "At the threshold chosen on validation" in run_page and "Data" in run_page
 
     # the figures in metrics.json are scikit-learn's on the model's own predictions
     model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)

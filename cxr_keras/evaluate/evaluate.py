@@ -17,6 +17,7 @@ from cxr_keras.evaluate.calibration import calibrate_model
 from cxr_keras.evaluate.failures import failure_grid
 from cxr_keras.evaluate.inference import predict_scores, truth
 from cxr_keras.evaluate.metrics import evaluate_scores, summary_at_threshold
+from cxr_keras.evaluate.operating_points import operating_points
 from cxr_keras.evaluate.scores import write_scores
 from cxr_keras.evaluate.thresholds import DEFAULT_RULE, choose_thresholds, parse_rule, sweep
 from cxr_keras.io_utils import atomic_writer
@@ -57,7 +58,11 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
         metrics["ood"], paths["risk_coverage"] = _ood_metrics(spec, y, scores, threshold, *ood), \
             os.path.join(out, "risk_coverage.png")
         plots.plot_risk_coverage(metrics["ood"]["risk_coverage"], paths["risk_coverage"])
+        metrics["ood"]["flagged_films"] = flagged_films(table, spec, y, scores, threshold, ood[0],
+                                                        os.path.join(out, "flagged"), ood[1])
     metrics["failures"] = failure_grid(table, spec, y, scores, threshold, paths["failures"], model=model)
+    metrics["operating_points"] = operating_points(spec.task, spec.classes, y, scores, threshold,
+                                                   spec.positive_index, resamples, seed)
     metrics["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
     write_scores(os.path.join(out, "scores.csv"), spec, table.paths, y, scores)
     if table.dropped:
@@ -65,10 +70,33 @@ def write_evaluation(out: str, spec: ModelSpec, table: ImageTable, y: np.ndarray
         metrics["dropped"] = {"count": len(table.dropped), "file": "dropped.csv"}
     with atomic_writer(os.path.join(out, "metrics.json")) as f:
         json.dump(metrics, f, indent=2)
+    from cxr_keras.evaluate.html_report import write_html_report
     from cxr_keras.evaluate.report import write_report
 
     write_report(metrics, os.path.join(out, "report.md"))
+    write_html_report(metrics, out)
     return metrics
+
+
+def flagged_films(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold,
+                  ood: np.ndarray, folder: str, ood_threshold: float, count: int = 8) -> list[dict]:
+    """The `count` films with the highest out-of-distribution scores above its threshold, as tiles in `folder`
+    with their truth, decision and both scores (report.html shows them apart from the mistakes)."""
+    from cxr_keras.evaluate.failures import load_pixels, write_tiles
+    from cxr_keras.evaluate.metrics import predictions
+
+    ood = np.asarray(ood, dtype=float)
+    rows = [int(i) for i in np.argsort(-ood, kind="stable")[:count] if ood[i] > ood_threshold]
+    if not rows:
+        return []
+    s2, y2 = scores.reshape(len(scores), -1), y.reshape(len(y), -1)
+    decided = predictions(spec.task, s2, threshold)
+    name = lambda row: spec.classes[int(row.argmax())] if spec.task == "multiclass" else (  # noqa: E731
+        spec.classes[spec.positive_index] if row[0] > 0.5 else spec.classes[1 - spec.positive_index])
+    tiles = write_tiles(load_pixels([table.paths[i] for i in rows], spec), None, folder)
+    return [{"path": table.paths[i], "true": name(y2[i]), "predicted": name(decided[i]),
+             "score": float(s2[i].max() if spec.task == "multiclass" else s2[i, 0]), "ood_score": float(ood[i]),
+             "tile": os.path.join(os.path.basename(folder), os.path.basename(tile))} for i, tile in zip(rows, tiles)]
 
 
 def _ood_metrics(spec: ModelSpec, y: np.ndarray, scores: np.ndarray, threshold, ood: np.ndarray,
@@ -210,8 +238,8 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
     report then shows its largest drops beside the figures it qualifies. Metrics per cohort when the run's config
     names cohorts (--cohort-pattern / --cohort-column) or `cohort_pattern` / `cohort_column` is given.
 
-    Writes OUT/val/ and OUT/test/ (metrics.json, report.md, figures) and OUT/stress/; OUT defaults to
-    RUN_DIR/evaluation.
+    Writes OUT/val/ and OUT/test/ (metrics.json, report.md, report.html, figures) and OUT/stress/; OUT defaults
+    to RUN_DIR/evaluation, and then RUN_DIR/report.html, the run's page, is rewritten to link them.
     """
     from cxr_keras.config import ExperimentConfig
     from cxr_keras.data.cohorts import cohort_names
@@ -271,6 +299,10 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
                                            stress=shifted, ood=scored and (ood_test, scored[2]))
     if shifted:
         results["stress"] = shifted
+    if out == os.path.join(run_dir, "evaluation"):  # the run's own page links this evaluation
+        from cxr_keras.evaluate.run_page import write_run_page
+
+        write_run_page(run_dir)
     return results
 
 

@@ -227,3 +227,13 @@ def plot_stress(result: dict, path: str) -> str:
                  f"{np.round(result['threshold'], 3)})", fontsize=9)
     fig.tight_layout()
     return save(fig, path)
+
+
+def save_tile(image: np.ndarray, cam: np.ndarray | None, path: str) -> str:
+    """One image (H, W, 1), 0..255, as a PNG of its own size, with its Grad-CAM (H, W in 0..1) blended in as on
+    the grids (jet, 35%) when given: the failure gallery of report.html shows these."""
+    gray = np.repeat(np.clip(image[..., :1], 0, 255) / 255.0, 3, axis=-1)
+    rgb = gray if cam is None else 0.65 * gray + 0.35 * plt.get_cmap("jet")(np.clip(cam, 0, 1))[..., :3]
+    plt.imsave(path + ".tmp.png", (rgb * 255).round().astype(np.uint8))
+    os.replace(path + ".tmp.png", path)
+    return path
