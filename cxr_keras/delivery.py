@@ -24,7 +24,10 @@ def explain_and_export(run_dir: str, gradcam_images: int = 12) -> str:
     spread = sorted({round(i) for i in np.linspace(0, len(images) - 1, min(gradcam_images, len(images)))})
     loaded = load_for_export(best)  # one load for Grad-CAM, the export and its parity report
     classifier = (classifier_only(loaded[0]), loaded[1])  # Grad-CAM reads the probabilities alone
-    summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"), loaded=classifier)
+    truths = {images.paths[i]: "+".join(c for c, v in zip(images.classes, images.labels[i]) if v > 0.5) or "no finding"
+              for i in spread}  # the true label in each caption
+    summary = explain(best, [images.paths[i] for i in spread], os.path.join(run_dir, "gradcam"), loaded=classifier,
+                      truths=truths)
     print(f"\nGrad-CAM ({summary['layer']}) of {summary['n_images']} {name} images -> {run_dir}/gradcam/")
 
     out = os.path.join("saved_models", os.path.basename(run_dir))

@@ -66,12 +66,13 @@ def main(argv: list[str] | None = None) -> str | None:
             print("  Held-out shifts are kinds no training option or threshold rule sees. Validation and test come "
                   "from the training data's own cohort: expect lower figures elsewhere (docs/results.md).")
         out = explain_and_export(run_dir)
+        print(f"\nOpen {os.path.abspath(os.path.join(run_dir, 'report.html'))} in a browser: the whole run on one page "
+              "(no network needed), with a threshold slider and the failure gallery.")
         print(f"\nEverything of this run is in {os.path.abspath(run_dir)}:\n"
               "  best.keras (+ best.json with the threshold), history.csv, curves.png, splits.csv, config.json,\n"
-              "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, ROC, PR, confusion, threshold sweep,\n"
-              "  reliability, risk-coverage, failure examples with Grad-CAM), evaluation/stress/ (the shift\n"
-              "  stress test),\n"
-              "  gradcam/ (heat maps of test images)")
+              "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, report.html, ROC, PR, confusion,\n"
+              "  threshold sweep, reliability, risk-coverage, failure examples with Grad-CAM), evaluation/stress/\n"
+              "  (the shift stress test), gradcam/ (heat maps of test images), report.html (the run's page)")
         print(f"\nNext: score your own films with the int8 export (the edge install runs it too):\n"
               f"  cxr predict --model {os.path.join(out, 'model_int8.tflite')} --images YOUR_FOLDER "
               "--out predictions.csv")

@@ -33,10 +33,11 @@ class ExplainOptions:
 
 
 def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions | None = None,
-            loaded: tuple | None = None) -> dict:
+            loaded: tuple | None = None, truths: dict[str, str] | None = None) -> dict:
     """Grad-CAM for `paths`: per-image figures (the first `options.figures`), a contact sheet, each class's mean
     map, the raw maps (.npy), the border check and, with lesion masks or boxes, the pointing game. Returns the
-    summary written to gradcam.json. `loaded`: (model, metadata) of `model_path` when the caller has them."""
+    summary written to gradcam.json. `loaded`: (model, metadata) of `model_path` when the caller has them;
+    `truths`: path -> true label, shown in the captions beside the explained class."""
     from cxr_keras.data.pipeline import make_dataset
     from cxr_keras.data.table import write_dropped
     from cxr_keras.data.verify import verify_files
@@ -77,7 +78,8 @@ def explain(model_path: str, paths: list[str], out: str, options: ExplainOptions
     captions = []
     for i, path in enumerate(paths):
         k = int(explained[i])
-        captions.append(f"{os.path.basename(path)}: {names[k]} {probabilities[i, k]:.2f}")
+        true = f"true {truths[path]}, " if truths and path in truths else ""
+        captions.append(f"{os.path.basename(path)}: {true}{names[k]} {probabilities[i, k]:.2f}")
         if i < options.figures:
             plots.plot_gradcam(raw[i], cams[i], f"{options.method}, {captions[-1]}",
                                os.path.join(out, f"{i:04d}_{os.path.splitext(os.path.basename(path))[0]}.png"))
