@@ -22,7 +22,7 @@ def test_each_list_is_what_its_module_implements():
     assert sources.LAYOUTS is choices.LAYOUTS and calibration.METHODS == choices.CALIBRATION_METHODS
     for rule in choices.THRESHOLD_RULES:
         thresholds.parse_rule(rule + (":0.9" if rule in ("sensitivity", "specificity", "fixed") else ""))
-    assert thresholds.DEFAULT_RULE in choices.THRESHOLD_RULES
+    assert thresholds.parse_rule(thresholds.DEFAULT_RULE)[0] in choices.THRESHOLD_RULES
     pixels = np.full((1, 8, 8, 1), 128.0, np.float32)
     fed = {p: np.asarray(inference.feed(pixels, inference.ModelSpec("binary", ["a", "b"], (8, 8), 3, p)))
            for p in choices.PREPROCESS}

@@ -61,8 +61,8 @@ def test_a_held_out_cohort_run_is_tested_on_that_cohort_only(tmp_path, capsys):
     assert len(test_rows) == 12 and all("patientB" in row for row in test_rows)
     assert not any("patientB" in row for row in splits if ",test," not in row)
     capsys.readouterr()
-    assert main(["evaluate", "--run", run, "--resamples", "20"]) == 0
-    best = json.load(open(os.path.join(run, "best.json")))  # the default rule: the training prior, 0.5 here
+    assert main(["evaluate", "--run", run, "--resamples", "20", "--rule", "balanced"]) == 0
+    best = json.load(open(os.path.join(run, "best.json")))  # the balanced rule: the training prior, 0.5 here
     assert best["training_prior"] == pytest.approx([0.5]) and best["threshold"] == pytest.approx(0.5)
     assert best["threshold_rule"].startswith("balanced (prior 0.5)")
     test = json.load(open(os.path.join(run, "evaluation", "test", "metrics.json")))

@@ -21,10 +21,11 @@ def add_parser(commands) -> None:
         "or any Keras classifier on a dataset (--model and --data-dir).")
     evaluate.add_argument("--run", help="a run folder: evaluates its best.keras on its own val and test splits")
     evaluate.add_argument("--rule",
-                          help=f"threshold rule (default {DEFAULT_RULE}: the positive rate the training loss saw, 0.5 "
-                          "under class weights; docs/results.md says why), or on validation: plateau[:TOL] (middle "
-                          "of Youden's optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], "
-                          "fixed:T; multi-label models get one threshold per finding")
+                          help=f"threshold rule (default {DEFAULT_RULE}: the highest cut that keeps 90%% of "
+                          "validation's positives, the rule the off-site proxies ranked first over two seeds; docs/results.md), "
+                          "or: balanced (the positive rate the training loss saw), plateau[:TOL] (middle of Youden's "
+                          "optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], fixed:T, "
+                          "shift-mean, shift-worst; multi-label models get one threshold per finding")
     evaluate.add_argument("--calibrate", choices=CALIBRATION_METHODS,
                           help="with --run: fit probability calibration on validation and store it inside "
                           "best.keras (platt: sigmoid(a*logit(p)+b); temperature: slope only)")

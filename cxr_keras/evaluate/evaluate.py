@@ -219,6 +219,8 @@ def _save_run_threshold(model_path: str, metadata: dict, spec: ModelSpec, y_val:
     else:
         how = f"{named} on validation ({len(y_val)} images)"
     how += f", {calibrate or metadata['calibration']['method']}-calibrated" if calibrated else ""
+    if rule == DEFAULT_RULE:  # the model card says why this rule, not only which
+        how += "; the default rule, ranked first by the off-site proxies over two seeds (docs/results.md)"
     metadata.update(threshold=threshold, threshold_rule=how,
                     validation_operating_point=points[0] if spec.task == "binary" else points)
     with atomic_writer(metadata_path(model_path)) as f:
