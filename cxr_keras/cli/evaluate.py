@@ -22,7 +22,8 @@ def add_parser(commands) -> None:
     evaluate.add_argument("--run", help="a run folder: evaluates its best.keras on its own val and test splits")
     evaluate.add_argument("--rule",
                           help=f"threshold rule (default {DEFAULT_RULE}: the highest cut that keeps 90%% of "
-                          "validation's positives, the rule the off-site proxies ranked first over two seeds; docs/results.md), "
+                          "validation's positives, the rule the off-site proxies ranked first over two seeds; "
+                          "docs/results.md), "
                           "or: balanced (the positive rate the training loss saw), plateau[:TOL] (middle of Youden's "
                           "optimal plateau), youden, f1, sensitivity:T[+MARGIN], specificity:T[+MARGIN], fixed:T, "
                           "shift-mean, shift-worst; multi-label models get one threshold per finding")
