@@ -62,6 +62,7 @@ def test_run_evaluation_chooses_the_threshold_on_val_and_applies_it_to_test(run_
         assert f'href="evaluation/{split}/report.html"' in run_page
         assert os.path.isfile(os.path.join(out, split, "report.html"))
     assert "At the threshold chosen on validation" in run_page and "Data" in run_page
+    assert 'href="#gradcam"' not in run_page  # no Grad-CAM yet: neither the section nor its link
 
     # the figures in metrics.json are scikit-learn's on the model's own predictions
     model, metadata = load_model(os.path.join(run_dir, "best.keras"), compile=False)

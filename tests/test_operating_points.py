@@ -27,6 +27,7 @@ def test_binary_table_matches_scikit_learn_at_every_threshold():
         low, high = table["sensitivity_ci"][k]
         assert low <= table["sensitivity"][k] + 1e-9 and high >= table["sensitivity"][k] - 1e-9
     assert table["prevalence"] == pytest.approx(y.mean()) and table["n_images"] == len(y)
+    assert table["tp"][-1] + table["fp"][-1] == 0 and table["specificity"][-1] == 1  # the slider's top end
     assert table["roc"]["fpr"][0] == 0 and table["roc"]["tpr"][-1] == 1
 
 
@@ -58,4 +59,5 @@ def test_multilabel_has_one_table_per_finding_with_both_classes_and_multiclass_n
 def test_a_large_set_is_thinned_to_the_slider_size_keeping_the_ends_and_the_chosen_cut():
     s = np.random.default_rng(0).uniform(size=5000)
     cuts = slider_thresholds(s, 0.123456)
-    assert len(cuts) <= MAX_POINTS and cuts[0] == s.min() and cuts[-1] == s.max() and 0.123456 in cuts
+    assert len(cuts) <= MAX_POINTS and cuts[0] == s.min() and cuts[-2] == s.max() and 0.123456 in cuts
+    assert cuts[-1] > s.max()  # the last position: nothing decided positive

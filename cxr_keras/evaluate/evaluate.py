@@ -301,7 +301,7 @@ def evaluate_run(run_dir: str, rule: str = DEFAULT_RULE, out: str | None = None,
                                            stress=shifted, ood=scored and (ood_test, scored[2]))
     if shifted:
         results["stress"] = shifted
-    if out == os.path.join(run_dir, "evaluation"):  # the run's own page links this evaluation
+    if os.path.abspath(out) == os.path.abspath(os.path.join(run_dir, "evaluation")):  # the run's page links it
         from cxr_keras.evaluate.run_page import write_run_page
 
         write_run_page(run_dir)

@@ -89,9 +89,12 @@ def explorer(points: dict, rule: str) -> str:
     """The slider, its readouts, the confusion matrix and the ROC and PR panels; explorer.js fills them."""
     names = list(points)
     chooser = ("<label>Finding <select id=\"op-finding\">" +
-               "".join(f'<option value="{esc(n)}">{esc(n)}</option>' for n in names) + "</select></label>"
+               "".join(f'<option value="{esc(n)}">{esc(n)}</option>' for n in names) +
+               '</select><b class="print-only" id="op-finding-printed"></b></label>'
                if len(names) > 1 else f"<span>Finding: <b>{esc(names[0])}</b></span>")
-    data = json.dumps(points, separators=(",", ":")).replace("</", "<\\/")
+    # inside <script>, "<!--" or "</script" in a class name would end or swallow the block: no < > & in it at all
+    data = (json.dumps(points, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026"))
     readouts = "".join(
         f"<tr><th>{label}</th><td class=num id=\"op-{key}\"></td><td id=\"op-{key}-ci\"></td></tr>"
         for key, label in (("sensitivity", "sensitivity"), ("specificity", "specificity")))
@@ -111,7 +114,8 @@ by Bayes' rule.</p>
 <td class=num id="op-ppv"></td><td></td></tr>
 <tr><th>NPV at this set's prevalence</th><td class=num id="op-npv"></td><td></td></tr>
 <tr><th>PPV at a prevalence of <input type="number" id="op-prevalence" min="0.1" max="99.9" step="0.1"
- style="width:5em"> %</th><td class=num id="op-ppv-user"></td><td></td></tr>
+ style="width:5em"><span class="print-only" id="op-prevalence-printed"></span> %</th>
+<td class=num id="op-ppv-user"></td><td></td></tr>
 <tr><th>NPV at that prevalence</th><td class=num id="op-npv-user"></td><td></td></tr></tbody></table>
 <table id="op-confusion"><thead><tr><th></th><th>decided positive</th><th>decided negative</th></tr></thead>
 <tbody><tr><th>truly positive</th><td class=num id="op-tp"></td><td class=num id="op-fn"></td></tr>

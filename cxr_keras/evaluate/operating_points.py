@@ -38,11 +38,12 @@ def operating_points(task: str, classes: list[str], y_true: np.ndarray, scores: 
 
 def slider_thresholds(scores: np.ndarray, chosen: float, max_points: int = MAX_POINTS) -> np.ndarray:
     """The thresholds a slider offers: every distinct score (each changes one decision), thinned to evenly spaced
-    ranks past `max_points`, plus the chosen threshold itself; increasing."""
+    ranks past `max_points`, plus the chosen threshold itself and one just above the highest score; increasing."""
     distinct = np.unique(np.asarray(scores, dtype=float))
-    if len(distinct) > max_points - 1:
-        distinct = distinct[np.unique(np.linspace(0, len(distinct) - 1, max_points - 1).round().astype(int))]
-    return np.unique(np.append(distinct, chosen))
+    if len(distinct) > max_points - 2:
+        distinct = distinct[np.unique(np.linspace(0, len(distinct) - 1, max_points - 2).round().astype(int))]
+    above = np.nextafter(distinct[-1], np.inf)  # the last position decides nothing positive: specificity 1
+    return np.unique(np.append(distinct, [chosen, above]))
 
 
 def finding_table(y: np.ndarray, s: np.ndarray, chosen: float, resamples: int, seed: int, level: float) -> dict:

@@ -140,18 +140,29 @@ def tables(metrics: dict, stress_link: str) -> list[Table]:
 def markdown_table(table: Table) -> list[str]:
     lines = [""] + ([f"## {table.title}", ""] if table.title else []) + ([table.intro, ""] if table.intro else [])
     lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
-    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    lines += ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in table.rows]
     return lines + (["", table.after] if table.after else [])
+
+
+def _markdown_text(text: str) -> str:
+    """Text as Markdown shows it literally: HTML in a class or file name (a `<!--` would hide the rest) stays text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _markdown_cell(text: str) -> str:
+    """A table cell: literal text, and a | that does not split it."""
+    return _markdown_text(text).replace("|", "\\|")
 
 
 def format_report(metrics: dict) -> str:
     lines = [f"# {title(metrics)}", ""]
     for line, emphasised in intro_lines(metrics):
-        lines += [f"**{line}**" if emphasised else line, ""]
+        lines += [f"**{_markdown_text(line)}**" if emphasised else _markdown_text(line), ""]
     stress_link = f"[table and figure]({metrics['stress']['file']})" if metrics.get("stress") else ""
     for table in tables(metrics, stress_link):
         lines += markdown_table(table)
-    lines += ["", "## Figures", "", "The same, with a threshold slider: [report.html](report.html).", ""]
+    slider = ", with a threshold slider" if metrics.get("operating_points") else ""
+    lines += ["", "## Figures", "", f"The same on one page{slider}: [report.html](report.html).", ""]
     lines += [f"![{name}]({path})" for name, path in metrics.get("figures", {}).items()]
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 

@@ -22,11 +22,12 @@ PAGE = "report.html"
 def write_run_page(run_dir: str, export_dir: str | None = None) -> str:
     """RUN_DIR/report.html (with `export_dir`, its export parity and model card too); returns its path."""
     name = os.path.basename(os.path.abspath(run_dir))
-    body = [f"<h1>Run {esc(name)}</h1>", _nav(run_dir, export_dir), _model(run_dir), _data(run_dir),
-            _training(run_dir), _evaluations(run_dir), _stress(run_dir), _gradcam(run_dir)]
-    if export_dir and os.path.isdir(export_dir):
-        body.append(_export(run_dir, export_dir))
-    return write_page(run_file(run_dir, PAGE), page(f"Run {name}", "\n".join(part for part in body if part)))
+    built = [("model", _model(run_dir)), ("data", _data(run_dir)), ("training", _training(run_dir)),
+             ("evaluation", _evaluations(run_dir)), ("stress test", _stress(run_dir)), ("Grad-CAM", _gradcam(run_dir)),
+             ("export", _export(run_dir, export_dir) if export_dir and os.path.isdir(export_dir) else "")]
+    sections = [(title, html) for title, html in built if html]  # a section without files is left out, and its link
+    body = [f"<h1>Run {esc(name)}</h1>", _nav(run_dir, sections), *(html for _, html in sections)]
+    return write_page(run_file(run_dir, PAGE), page(f"Run {name}", "\n".join(body)))
 
 
 def _json(path: str) -> dict | None:
@@ -37,11 +38,12 @@ def _json(path: str) -> dict | None:
         return None
 
 
-def _nav(run_dir: str, export_dir: str | None) -> str:
-    parts = [("#model", "model"), ("#data", "data"), ("#training", "training")]
+def _nav(run_dir: str, sections: list[tuple[str, str]]) -> str:
+    """Links to the sections the page has (each section's id is its title's first word, lower case), and to the
+    evaluation pages that exist."""
+    parts = [(f"#{title.split()[0].lower().replace('-', '')}", title) for title, _ in sections]
     parts += [(f"evaluation/{split}/report.html", f"{split} evaluation") for split in ("val", "test")
               if os.path.isfile(os.path.join(run_dir, "evaluation", split, "report.html"))]
-    parts += [("#stress", "stress test"), ("#gradcam", "Grad-CAM")] + ([("#export", "export")] if export_dir else [])
     return "<nav>" + "".join(link(href, text) for href, text in parts) + "</nav>"
 
 
@@ -100,8 +102,9 @@ def _evaluations(run_dir: str) -> str:
     if not rows:
         return ('<section id="evaluation"><h2>Evaluation</h2><p>Not evaluated yet: <code>cxr evaluate --run '
                 f"{esc(run_dir)}</code>.</p></section>")
-    links = ", ".join(link(f"evaluation/{row[0]}/report.html", f"{row[0]} report (threshold slider, figures, "
-                                                               "failure gallery)") for row in rows)
+    links = ", ".join(link(f"evaluation/{row[0]}/report.html", f"{row[0]} report (figures, failure gallery and, "
+                                                               "for binary and multi-label models, a threshold slider)")
+                      for row in rows)
     text = table_html(Table("Evaluation", ["split", "images", "ROC-AUC", "sensitivity", "specificity", "accuracy",
                                            "flagged out of distribution"], rows, key="evaluation",
                             intro="At the threshold chosen on validation, applied unchanged to test."))

@@ -67,6 +67,8 @@
     show("op-specificity", fixed(spec)); show("op-specificity-ci", ci(t.specificity_ci[i]));
     show("op-ppv", fixed(ratio(tp, tp + fp))); show("op-npv", fixed(ratio(tn, tn + fn)));
     show("op-tp", tp); show("op-fp", fp); show("op-tn", tn); show("op-fn", fn);
+    el("op-prevalence-printed").textContent = prevalence.value;
+    if (el("op-finding-printed")) { el("op-finding-printed").textContent = finding; }
     var p = Number(prevalence.value) / 100;
     var valid = isFinite(p) && p > 0 && p < 1;
     show("op-ppv-user", valid ? fixed(ratio(sens * p, sens * p + (1 - spec) * (1 - p))) : "n/a");
