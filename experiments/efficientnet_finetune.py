@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> str | None:
                   "from the training data's own cohort: expect lower figures elsewhere (docs/results.md).")
         out = explain_and_export(run_dir)
         print(f"\nOpen {os.path.abspath(os.path.join(run_dir, 'report.html'))} in a browser: the whole run on one page "
-              "(no network needed), with a threshold slider and the failure gallery.")
+              "(no network needed), linking each evaluation's page with its threshold slider and failure gallery.")
         print(f"\nEverything of this run is in {os.path.abspath(run_dir)}:\n"
               "  best.keras (+ best.json with the threshold), history.csv, curves.png, splits.csv, config.json,\n"
               "  tensorboard/, evaluation/{val,test}/ (metrics.json, report.md, report.html, ROC, PR, confusion,\n"
