@@ -82,7 +82,7 @@ def flagged_films(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.
                   ood: np.ndarray, folder: str, ood_threshold: float, count: int = 8) -> list[dict]:
     """The `count` films with the highest out-of-distribution scores above its threshold, as tiles in `folder`
     with their truth, decision and both scores (report.html shows them apart from the mistakes)."""
-    from cxr_keras.evaluate.failures import load_pixels, write_tiles
+    from cxr_keras.evaluate.failures import binary_class, load_pixels, write_tiles
     from cxr_keras.evaluate.metrics import predictions
 
     ood = np.asarray(ood, dtype=float)
@@ -91,8 +91,8 @@ def flagged_films(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.
         return []
     s2, y2 = scores.reshape(len(scores), -1), y.reshape(len(y), -1)
     decided = predictions(spec.task, s2, threshold)
-    name = lambda row: spec.classes[int(row.argmax())] if spec.task == "multiclass" else (  # noqa: E731
-        spec.classes[spec.positive_index] if row[0] > 0.5 else spec.classes[1 - spec.positive_index])
+    name = lambda row: spec.classes[int(row.argmax())] if spec.task == "multiclass" else binary_class(  # noqa: E731
+        spec, row[0])
     tiles = write_tiles(load_pixels([table.paths[i] for i in rows], spec), None, folder)
     return [{"path": table.paths[i], "true": name(y2[i]), "predicted": name(decided[i]),
              "score": float(s2[i].max() if spec.task == "multiclass" else s2[i, 0]), "ood_score": float(ood[i]),

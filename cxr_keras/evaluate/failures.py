@@ -35,10 +35,7 @@ def failure_grid(table: ImageTable, spec: ModelSpec, y: np.ndarray, scores: np.n
         kinds = np.where(pred[rows, cols] > 0.5, "false positive", "false negative")
         names = [spec.classes[spec.positive_index]] if spec.task == "binary" else spec.classes
         col_of = dict(zip(rows.tolist(), cols.tolist()))
-        if spec.task == "binary":  # the class names; a multi-label finding with its 0/1
-            label = lambda v: spec.classes[spec.positive_index if v > 0.5 else 1 - spec.positive_index]  # noqa: E731
-        else:
-            label = None
+        label = (lambda v: binary_class(spec, v)) if spec.task == "binary" else None  # multi-label: finding=0/1
         describe = lambda i: (*(label(v) if label else f"{names[col_of[i]]}={int(v)}"  # noqa: E731
                                 for v in (y2[i, col_of[i]], pred[i, col_of[i]])), float(s2[i, col_of[i]]))
     chosen = _most_confident(wrong, kinds, confidence, count)
@@ -74,6 +71,11 @@ def _most_confident(wrong: np.ndarray, kinds: np.ndarray, confidence: np.ndarray
             break
         share[min(open_kinds, key=share.get)] += 1
     return [(row, kind) for kind, rows in sorted(by_kind.items()) for row in rows[:share[kind]]]
+
+
+def binary_class(spec: ModelSpec, positive: float) -> str:
+    """The class name of a binary model's 0/1 label or decision."""
+    return spec.classes[spec.positive_index if positive > 0.5 else 1 - spec.positive_index]
 
 
 def load_pixels(paths: list[str], spec: ModelSpec) -> np.ndarray:
